@@ -21,6 +21,7 @@ class ImageSet:
     groups: patient or lesion id per image (splits must never put one group on both sides).
     quarantined: items skipped under ``skip_bad=True``, each ``{"item": ..., "reason": ...}``;
         never empty silently: readers log their count and names.
+    masks: optional per-image segmentation masks (N, H, W) uint8, aligned with ``images``.
     """
 
     name: str
@@ -35,6 +36,7 @@ class ImageSet:
     meta: dict[str, Any] = field(default_factory=dict)
     quarantined: list[dict[str, Any]] = field(default_factory=list)
     is_3d: bool = False
+    masks: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -43,6 +45,8 @@ class ImageSet:
                              f"({len(self.split)}) must have the same length")
         if self.groups is not None and len(self.groups) != n:
             raise ValueError(f"{self.name}: groups must have one entry per image")
+        if self.masks is not None and len(self.masks) != n:
+            raise ValueError(f"{self.name}: masks must have one entry per image")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -67,6 +71,7 @@ class ImageSet:
             labels=self.labels[idx],
             split=self.split[idx],
             groups=None if self.groups is None else self.groups[idx],
+            masks=None if self.masks is None else self.masks[idx],
             meta={**self.meta, "parent_indices": idx},
             quarantined=list(self.quarantined),
         )

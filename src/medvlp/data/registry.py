@@ -1,0 +1,43 @@
+"""Data sets by name: ``load_dataset("nih1000")``."""
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable
+
+from medvlp.data.ct import load_tcga_luad
+from medvlp.data.ham10000 import load_ham10000
+from medvlp.data.imageset import ImageSet
+from medvlp.data.medmnist import load_medmnist
+from medvlp.data.nih import load_nih1000
+
+_DATASETS: dict[str, tuple[Callable[..., ImageSet], str]] = {
+    "pneumoniamnist": (partial(load_medmnist, "pneumoniamnist"),
+                       "PneumoniaMNIST 28x28 pediatric chest X-ray, binary (bundled)"),
+    "breastmnist": (partial(load_medmnist, "breastmnist"),
+                    "BreastMNIST 28x28 breast ultrasound, binary (bundled)"),
+    "adrenalmnist3d": (partial(load_medmnist, "adrenalmnist3d", size=28),
+                       "AdrenalMNIST3D 28^3 adrenal shape masks, binary"),
+    "adrenalmnist3d_64": (partial(load_medmnist, "adrenalmnist3d", size=64),
+                          "AdrenalMNIST3D 64^3 adrenal shape masks, binary"),
+    "nih1000": (load_nih1000, "NIH ChestX-ray14, 1,000 images 64x64, 14 labels (bundled)"),
+    "ham10000": (load_ham10000, "HAM10000 dermoscopy 200x150 RGB, 7 classes, lesion-wise split"),
+    "tcga_luad_contrast": (load_tcga_luad, "TCGA-LUAD 100 chest CT slices, contrast vs none"),
+}
+
+
+def list_datasets() -> list[str]:
+    """Names accepted by :func:`load_dataset`."""
+    return list(_DATASETS)
+
+
+def describe_datasets() -> dict[str, str]:
+    """Name -> one-line description."""
+    return {k: v[1] for k, v in _DATASETS.items()}
+
+
+def load_dataset(name: str, root: str | Path | None = None, **kw: Any) -> ImageSet:
+    """Load a data set by name; ``kw`` go to its reader (e.g. ``limit=`` for ham10000)."""
+    if name not in _DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(_DATASETS)}")
+    return _DATASETS[name][0](root=root, **kw)
