@@ -2,8 +2,10 @@
 
 - ``forward_features(x)``: tokens ``(B, N, D)`` for a ViT (prefix tokens first), a feature map
   ``(B, D, H, W)`` for a CNN.
-- ``pooled(x)``: ``(B, D)``; CLS token (or mean of patch tokens, per config) for a ViT, global
-  average pooling for a CNN.
+- ``pooled(x)``: ``(B, D)``; timm's own pooling, i.e. exactly
+  ``model.forward_head(model.forward_features(x), pre_logits=True)`` of the plain timm model:
+  CLS token (``global_pool="token"``) or mean of patch tokens followed by timm's ``fc_norm``
+  (``global_pool="avg"``) for a ViT, global average pooling for a CNN.
 - ``forward(x) == pooled(x)``.
 """
 from __future__ import annotations
@@ -18,14 +20,18 @@ class Backbone(nn.Module):
     """A timm model behind medvlp's feature contract.
 
     ``config`` is the data needed to rebuild the exact architecture (registry name, timm name and
-    kwargs); ``preprocess`` says how to prepare inputs (img_size, in_chans, mean, std).
+    kwargs); ``preprocess`` says how to prepare inputs (img_size, in_chans, mean, std);
+    ``metadata`` records where the weights came from (e.g. ``{"pretrained": "..."}``) and is
+    written to ``metadata.json`` by ``save_pretrained``.
     """
 
-    def __init__(self, model: nn.Module, config: dict[str, Any], preprocess: dict[str, Any]):
+    def __init__(self, model: nn.Module, config: dict[str, Any], preprocess: dict[str, Any],
+                 metadata: dict[str, Any] | None = None):
         super().__init__()
         self.model = model
         self.config = dict(config)
         self.preprocess = dict(preprocess)
+        self.metadata: dict[str, Any] = dict(metadata or {})
         self.kind: str = config["kind"]  # "vit" or "cnn"
         self.feature_dim: int = int(model.num_features)
         self.num_prefix_tokens: int = int(getattr(model, "num_prefix_tokens", 0))
@@ -43,12 +49,13 @@ class Backbone(nn.Module):
         return self.model.forward_features(x)
 
     def pool(self, feats: torch.Tensor) -> torch.Tensor:
-        """Pool the output of ``forward_features`` to ``(B, D)``."""
-        if self.kind == "vit":
-            if self.global_pool == "avg":
-                return feats[:, self.num_prefix_tokens:].mean(dim=1)
-            return feats[:, 0]
-        return feats.mean(dim=(2, 3))
+        """Pool the output of ``forward_features`` to ``(B, D)``.
+
+        Delegates to timm's ``forward_head(..., pre_logits=True)`` so that the pooled features are
+        identical to those of the saved backbone loaded as a plain timm model (this includes the
+        ViT ``fc_norm`` that timm applies after average pooling).
+        """
+        return self.model.forward_head(feats, pre_logits=True)
 
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.forward_features(x))
