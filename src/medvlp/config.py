@@ -28,7 +28,20 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     parts = [p for p in key.strip().split(".") if p]
     if not parts:
         raise ConfigError(f"--set {text!r}: empty key")
-    return parts, yaml.safe_load(value) if value.strip() else None
+    return parts, _parse_scalar(value)
+
+
+def _parse_scalar(value: str) -> Any:
+    if not value.strip():
+        return None
+    parsed = yaml.safe_load(value)
+    if isinstance(parsed, str):
+        # YAML 1.1 reads "3e-4" (no dot) as a string; on a command line it means a number.
+        try:
+            return float(parsed)
+        except ValueError:
+            return parsed
+    return parsed
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:

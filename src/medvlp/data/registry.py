@@ -8,6 +8,7 @@ from typing import Any, Callable
 from medvlp.data.ct import load_tcga_luad
 from medvlp.data.ham10000 import load_ham10000
 from medvlp.data.imageset import ImageSet
+from medvlp.data.manifest import load_image_folder, load_manifest
 from medvlp.data.medmnist import load_medmnist
 from medvlp.data.nih import load_nih1000
 
@@ -37,7 +38,21 @@ def describe_datasets() -> dict[str, str]:
 
 
 def load_dataset(name: str, root: str | Path | None = None, **kw: Any) -> ImageSet:
-    """Load a data set by name; ``kw`` go to its reader (e.g. ``limit=`` for ham10000)."""
+    """Load a data set by name; ``kw`` go to its reader (e.g. ``limit=`` for ham10000).
+
+    Users' own data: ``name`` may also be a CSV manifest (``load_manifest``) or a folder of class
+    subfolders (``load_image_folder``); ``kw`` then go to that reader.
+    """
     if name not in _DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(_DATASETS)}")
-    return _DATASETS[name][0](root=root, **kw)
+        path = Path(name)
+        if path.suffix.lower() == ".csv" and path.is_file():
+            return load_manifest(path, **kw)
+        if path.is_dir():
+            return load_image_folder(path, **kw)
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(_DATASETS)}, "
+                         "or a CSV manifest / image folder path")
+    reader = _DATASETS[name][0]
+    try:
+        return reader(root=root, **kw)
+    except TypeError as e:
+        raise ValueError(f"dataset {name!r}: unsupported option(s) {sorted(kw)} ({e})") from e
