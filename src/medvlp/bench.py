@@ -42,7 +42,7 @@ SUITES: dict[str, dict[str, Any]] = {
         "model": "vit_tiny_p4_28",
         "pretrain_epochs": 60,
         "scratch_epochs": 20,
-        "protocols": ["logreg", "knn", "linear"],
+        "protocols": ["logreg", "knn", "torch_linear"],
         "seeds": [0, 1, 2],
         "speed": {"model": "vit_small_p4_28", "batch_size": 128, "steps": 100, "repeats": 5},
     },
@@ -89,8 +89,9 @@ def measure_speed(model: str, batch_size: int, steps: int, repeats: int, seed: i
     from medvlp.methods.supervised import SupervisedMethod
     from medvlp.models import create_model
     from medvlp.train.engine import TrainConfig, fit
-    from medvlp.utils import seed_everything
+    from medvlp.utils import resolve_device, seed_everything
 
+    device = resolve_device("auto")
     data = load_dataset("pneumoniamnist")
     train = data.split_view("train")
     n = batch_size * steps
@@ -123,9 +124,10 @@ def measure_speed(model: str, batch_size: int, steps: int, repeats: int, seed: i
 
     def run_plain() -> float:
         # The loop a user would write by hand with timm: same model, loss, optimizer, clipping.
+        # Like the engine: data on the host, each batch moved to the device, fp32.
         seed_everything(seed)
-        backbone = create_model(model)
-        head = torch.nn.Linear(backbone.feature_dim, 1)
+        backbone = create_model(model).to(device)
+        head = torch.nn.Linear(backbone.feature_dim, 1).to(device)
         params = list(backbone.parameters()) + list(head.parameters())
         opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.05)
         g = torch.Generator().manual_seed(seed)
@@ -133,12 +135,14 @@ def measure_speed(model: str, batch_size: int, steps: int, repeats: int, seed: i
         t = time.perf_counter()
         for s in range(steps):
             b = order[s * batch_size:(s + 1) * batch_size]
-            logits = head(backbone.pooled(x_all[b])).squeeze(1)
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y_all[b].float())
+            x, y = x_all[b].to(device, non_blocking=True), y_all[b].to(device, non_blocking=True)
+            logits = head(backbone.pooled(x)).squeeze(1)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y.float())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
+        loss.item()  # wait for the device before stopping the clock
         return n / (time.perf_counter() - t)
 
     run_plain()  # warm-up: first-call allocations and thread-pool start belong to neither side
@@ -153,7 +157,7 @@ def measure_speed(model: str, batch_size: int, steps: int, repeats: int, seed: i
         extract_features(backbone, data.split_view("test"), batch_size=256)
         feats.append(len(data.split_view("test")) / (time.perf_counter() - t))
     e, p = statistics.median(engine), statistics.median(plain)
-    return {"model": model, "batch_size": batch_size, "steps": steps, "repeats": repeats,
+    return {"model": model, "device": str(device), "batch_size": batch_size, "steps": steps, "repeats": repeats,
             "engine_images_per_s": round(e, 1), "plain_loop_images_per_s": round(p, 1),
             "engine_over_plain": round(e / p, 3), "target_ratio": 0.90, "meets_target": e / p >= 0.90,
             "engine_runs": [round(v, 1) for v in engine], "plain_runs": [round(v, 1) for v in plain],
@@ -204,6 +208,16 @@ def measure_quality(spec: dict[str, Any], *, data_root: str | None, work_dir: Pa
                 rows.append({"task": name, "method": label, "protocol": proto, "init": pretrained_note,
                              "summary": p["summary"], "ci95": p["ci95"], "split_hash": ds.get("split_hash")})
 
+    timings: dict[str, float] = {}
+    t_stage = time.time()
+
+    def lap(name: str) -> None:
+        nonlocal t_stage
+        timings[name] = round(time.time() - t_stage, 1)
+        log.warning("bench: %s took %.1f s", name, timings[name])
+        t_stage = time.time()
+
+    lap("load tasks")
     seed_everything(seeds[0])
     probe_rows("random init (frozen)", create_model(spec["model"]), None, "random")
 
@@ -211,38 +225,53 @@ def measure_quality(spec: dict[str, Any], *, data_root: str | None, work_dir: Pa
                          train=TrainConfig(epochs=spec["pretrain_epochs"], batch_size=64, lr=1e-3, warmup_steps=20,
                                            seed=seeds[0], progress=False),
                          out_dir=str(work_dir / "supervised_nih"))
+    lap("random init probes")
     model_dir, _ = run_pretrain(cfg)
+    lap("supervised NIH pretraining")
     probe_rows("supervised on NIH-1000 (frozen)", from_pretrained(model_dir), "nih1000", "medvlp supervised")
+    lap("supervised NIH probes")
 
     try:
         probe_rows("ImageNet EfficientNet-Lite0 (frozen)", create_model("efficientnet_lite0_imagenet",
-                                                                       pretrained="package"), None, "ImageNet")
+                                                                       pretrained="imagenet"), None, "ImageNet")
     except Exception as e:  # the weights package is an optional extra
         rows.append({"task": "*", "method": "ImageNet EfficientNet-Lite0 (frozen)", "excluded": f"unavailable: {e}"})
+    lap("ImageNet probes")
 
     for t in tasks:
+        # Small sets (TCGA-LUAD has 54 training slices) still get several steps per epoch.
+        batch = int(min(64, max(8, (t.split == "train").sum() // 4)))
         for s in seeds:
             seed_everything(s)
             res = finetune(create_model(spec["model"]), t, fraction=1.0, seed=s,
-                           train_cfg=TrainConfig(epochs=spec["scratch_epochs"], batch_size=64, lr=1e-3,
+                           train_cfg=TrainConfig(epochs=spec["scratch_epochs"], batch_size=batch, lr=1e-3,
                                                  warmup_steps=10, seed=s, progress=False),
                            out_dir=work_dir / f"scratch_{t.name}_{s}")
             rows.append({"task": t.name, "method": "supervised from scratch (fine-tuned)", "protocol": "finetune",
                          "seed": s, "metrics": res.get("test", res)})
+        lap(f"{t.name} from scratch")
         rows.append(_raw_pixel_row(t, seeds[0]))
-    return {"rows": rows, "skipped": skipped, "tasks": [t.describe() for t in tasks]}
+        lap(f"{t.name} raw pixels")
+    return {"rows": rows, "skipped": skipped, "tasks": [t.describe() for t in tasks], "seconds": timings}
 
 
 def _raw_pixel_row(t, seed: int) -> dict[str, Any]:
     from medvlp.eval.probe import logistic_probe
 
     def part(name):
+        # At 28 px (MedMNIST's size, as in ANCHORS.md's floor) so larger images stay tractable.
+        import torch
+
         v = t.split_view(name)
-        x = v.images.reshape(len(v), -1).astype(np.float32)
-        return (x / 255.0 if v.images.dtype == np.uint8 else x), v.labels
+        x = torch.from_numpy(np.ascontiguousarray(v.images)).float()
+        x = x / 255.0 if v.images.dtype == np.uint8 else x
+        x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
+        if x.shape[-1] != 28 or x.shape[-2] != 28:
+            x = torch.nn.functional.interpolate(x, size=(28, 28), mode="bilinear", antialias=True)
+        return x.reshape(len(v), -1).numpy(), v.labels
 
     res = logistic_probe(part("train"), part("val"), part("test"), t.task, Cs=(0.01,), seed=seed)
-    return {"task": t.name, "method": "raw pixels, logistic regression", "protocol": "logreg", "metrics": res.metrics}
+    return {"task": t.name, "method": "raw pixels (28 px), logistic regression", "protocol": "logreg", "metrics": res.metrics}
 
 
 # --------------------------------------------------------------------------------------------

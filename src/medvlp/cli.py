@@ -63,7 +63,7 @@ def pretrain(config: Optional[Path] = typer.Option(None, "--config", "-c", help=
 @app.command("eval")
 def eval_(model: str = typer.Argument(..., help="Model folder, or a registry name (random init)."),
           datasets: str = typer.Option("pneumoniamnist,breastmnist", help="Comma-separated dataset names."),
-          protocols: str = typer.Option("logreg", help="Comma-separated: logreg, linear, knn."),
+          protocols: str = typer.Option("logreg", help="Comma-separated: logreg, torch_linear, knn."),
           seeds: str = typer.Option("0", help="Comma-separated seeds."),
           out: Path = typer.Option(Path("runs/eval"), help="Output folder."),
           data_root: Optional[str] = DataRoot) -> None:

@@ -2,7 +2,6 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from medvlp.knowledge.structure import cohen_kappa, read_ums_jsonl, run_structure

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from medvlp.errors import DataError
-from medvlp.knowledge.compilers import (CHEXPERT_COLUMNS, NIH_LABELS, LabelMapping, compile_chexpert,
+from medvlp.knowledge.compilers import (CHEXPERT_COLUMNS, NIH_LABELS, compile_chexpert,
                                         compile_ham10000, compile_nih, compile_pneumoniamnist,
                                         compile_with_mapping, load_mapping)
 from medvlp.knowledge.ums import (CXR_FINDINGS, HAM10000_FINDINGS, VerificationError, build_record,

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from medvlp.data.imageset import ImageSet
-from medvlp.data.io import load_npz, log_quarantine, read_image, resize_image
+from medvlp.data.io import load_npz, log_quarantine, read_csv_columns, read_image, resize_image
 from medvlp.data.root import find_file
 from medvlp.data.splits import group_split, stratified_sample
 from medvlp.errors import DataError
@@ -95,14 +95,7 @@ def load_ham10000(root: str | Path | None = None, size: int | tuple[int, int] | 
 
 
 def _read_metadata(path: Path) -> pd.DataFrame:
-    try:
-        meta = pd.read_csv(path)
-    except Exception as e:
-        raise DataError(path, f"cannot read CSV ({type(e).__name__}: {e})",
-                        f"columns {_META_COLUMNS}") from e
-    missing = [c for c in _META_COLUMNS if c not in meta.columns]
-    if missing:
-        raise DataError(path, f"missing column(s) {missing}", f"columns {_META_COLUMNS}")
+    meta = read_csv_columns(path, _META_COLUMNS)
     bad = sorted(set(meta["dx"]) - set(HAM_CLASSES))
     if bad:
         raise DataError(path, f"unknown dx values {bad}", f"dx in {HAM_CLASSES}")

@@ -201,6 +201,42 @@ def stack_images(images: Sequence[np.ndarray], names: Sequence[str],
     return np.stack(images)
 
 
+def read_images(paths: Sequence[Path], *, skip_bad: bool, source: str | Path
+                ) -> tuple[list[np.ndarray], np.ndarray, list[dict[str, Any]]]:
+    """Read image files; returns (arrays, kept indices, quarantined items).
+
+    A file that cannot be read raises ``DataError`` naming it, or with ``skip_bad`` is quarantined
+    with its reason (and logged under ``source``). All files unreadable is always an error.
+    """
+    arrays, kept, quarantined = [], [], []
+    for i, p in enumerate(paths):
+        try:
+            arrays.append(read_image(p))
+            kept.append(i)
+        except DataError as e:
+            if not skip_bad:
+                raise
+            quarantined.append({"item": str(p), "reason": str(e)})
+    log_quarantine(Path(source).name, quarantined)
+    if not arrays:
+        raise DataError(source, f"none of the {len(paths)} images could be read", "at least one readable image")
+    return arrays, np.asarray(kept, dtype=np.int64), quarantined
+
+
+def read_csv_columns(path: Path, columns: Sequence[str]):
+    """``pandas.read_csv`` with errors naming the file and any missing column."""
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(path)
+    except Exception as e:
+        raise DataError(path, f"cannot read CSV ({type(e).__name__}: {e})", f"columns {list(columns)}") from e
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise DataError(path, f"missing column(s) {missing}", f"columns {list(columns)}")
+    return df
+
+
 def log_quarantine(dataset: str, quarantined: list[dict[str, Any]]) -> None:
     """Say how many items were skipped and which: skip_bad never drops anything silently."""
     if quarantined:

@@ -10,6 +10,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
+from medvlp.data.io import read_csv_columns
 from medvlp.data.root import find_file
 from medvlp.errors import DataError
 
@@ -28,9 +29,9 @@ def load_iu_reports(root: str | Path | None = None) -> pd.DataFrame:
     reports_path = find_file("iu_xray/indiana_reports.csv", root)
     split_path = find_file("iu_xray/r2gen_annotation.csv", root)
     proj_path = find_file("iu_xray/indiana_projections.csv", root)
-    reports = _read(reports_path, ["uid", "image"] + _TEXT_COLUMNS)
-    splits = _read(split_path, ["uid", "split"])
-    proj = _read(proj_path, ["uid", "projection"])
+    reports = read_csv_columns(reports_path, ["uid", "image"] + _TEXT_COLUMNS)
+    splits = read_csv_columns(split_path, ["uid", "split"])
+    proj = read_csv_columns(proj_path, ["uid", "projection"])
     if reports["uid"].duplicated().any():
         raise DataError(reports_path, "duplicate uid values", "one row per study")
     dup = splits["uid"].duplicated()
@@ -57,15 +58,3 @@ def report_text(row: Mapping[str, Any]) -> str:
     """Findings and impression joined by a space ("" when both are empty)."""
     parts = [str(row.get(k, "") or "").strip() for k in ("findings", "impression")]
     return " ".join(p for p in parts if p and p.lower() != "nan")
-
-
-def _read(path: Path, columns: list[str]) -> pd.DataFrame:
-    try:
-        df = pd.read_csv(path)
-    except Exception as e:
-        raise DataError(path, f"cannot read CSV ({type(e).__name__}: {e})",
-                        f"a CSV with columns {columns}") from e
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise DataError(path, f"missing column(s) {missing}", f"columns {columns}")
-    return df

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from medvlp.data.imageset import ImageSet, Task
-from medvlp.data.io import log_quarantine, read_image, stack_images
+from medvlp.data.io import read_images, stack_images
 from medvlp.data.splits import group_split
 from medvlp.errors import DataError
 
@@ -55,21 +55,8 @@ def load_manifest(csv_path: str | Path, image_col: str = "path",
     base = Path(root_dir) if root_dir is not None else csv_path.parent
     labels, names, task = _parse_labels(df, cols, task, csv_path)
 
-    arrays, kept, quarantined = [], [], []
-    for i, rel in enumerate(df[image_col].astype(str)):
-        p = base / rel
-        try:
-            arrays.append(read_image(p))
-            kept.append(i)
-        except DataError as e:
-            if not skip_bad:
-                raise
-            quarantined.append({"item": str(p), "reason": str(e)})
-    log_quarantine(csv_path.name, quarantined)
-    if not arrays:
-        raise DataError(csv_path, f"none of the {len(df)} images could be read",
-                        "at least one readable image")
-    keep = np.asarray(kept, dtype=np.int64)
+    paths = [base / rel for rel in df[image_col].astype(str)]
+    arrays, keep, quarantined = read_images(paths, skip_bad=skip_bad, source=csv_path)
     images = stack_images(arrays, [str(base / df[image_col].iat[i]) for i in keep], size)
     groups = None if group_col is None else df[group_col].to_numpy()[keep]
     split, split_source = _split(df, split_col, groups, labels[keep], csv_path, seed, keep)
@@ -117,20 +104,7 @@ def load_image_folder(folder: str | Path, skip_bad: bool = False,
     if ignored:
         log.warning("%s: ignored %d non-image file(s): %s", folder, len(ignored),
                     ", ".join(ignored))
-    arrays, kept, quarantined = [], [], []
-    for i, f in enumerate(files):
-        try:
-            arrays.append(read_image(f))
-            kept.append(i)
-        except DataError as e:
-            if not skip_bad:
-                raise
-            quarantined.append({"item": str(f), "reason": str(e)})
-    log_quarantine(folder.name, quarantined)
-    if not arrays:
-        raise DataError(folder, f"none of the {len(files)} image files could be read",
-                        "at least one readable image")
-    keep = np.asarray(kept, dtype=np.int64)
+    arrays, keep, quarantined = read_images(files, skip_bad=skip_bad, source=folder)
     y = np.asarray(labels, dtype=np.int64)[keep]
     images = stack_images(arrays, [str(files[i]) for i in keep], size)
     if split_dirs:

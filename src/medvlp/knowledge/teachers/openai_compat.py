@@ -72,7 +72,7 @@ class OpenAICompatTeacher:
                 if e.code in _RETRYABLE_STATUS:
                     continue
                 raise TeacherError(last) from e
-            except (TimeoutError, socket.timeout) as e:
+            except (TimeoutError, socket.timeout):
                 last = f"timeout after {self.timeout}s from {url}"
                 continue
             except (urllib.error.URLError, ConnectionError, OSError) as e:
