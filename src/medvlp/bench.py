@@ -46,6 +46,9 @@ SUITES: dict[str, dict[str, Any]] = {
         "seeds": [0, 1, 2],
         "speed": {"model": "vit_small_p4_28", "batch_size": 128, "steps": 100, "repeats": 5},
     },
+    # Knowledge layer: rules-labeler throughput over the 3,851 IU X-ray reports and the speed-up of
+    # a re-run served from the answer cache.
+    "structuring": {"parts": ["structuring"]},
 }
 
 
@@ -56,12 +59,16 @@ def run_suite(suite: str, out_dir: str | Path, *, data_root: str | None = None,
     if suite not in SUITES:
         raise ValueError(f"unknown suite {suite!r}; available: {', '.join(SUITES)}")
     spec = SUITES[suite]
-    parts = parts or ["quality", "speed"]
+    parts = parts or spec.get("parts", ["quality", "speed"])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     result: dict[str, Any] = {"suite": suite, "config": spec, "machine": machine_info(),
                               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if "structuring" in parts:
+        from medvlp.knowledge.structure import benchmark_structuring
+
+        result["structuring"] = benchmark_structuring()
     if "speed" in parts:
         result["speed"] = measure_speed(**spec["speed"])
     if "quality" in parts:
@@ -283,6 +290,12 @@ def to_markdown(result: dict[str, Any]) -> str:
     lines = [f"# medvlp bench: {result['suite']}", "",
              f"Machine: {m.get('processor')} ({m.get('cpu_count')} cores), torch {m.get('torch')}, "
              f"GPU: {m.get('gpu', 'none')}. Took {result.get('seconds')} s.", ""]
+    st = result.get("structuring")
+    if st:
+        lines += ["## Report structuring (rules labeler)", "", "| reports | cold reports/s | cached reports/s | cache hits | speed-up |",
+                  "|---|---|---|---|---|",
+                  f"| {st['reports']} | {st['cold_reports_per_s']:.0f} | {st['cached_reports_per_s']:.0f} "
+                  f"| {st['cache_hits']} | {st['cached_speedup']}x |", ""]
     sp = result.get("speed")
     if sp:
         lines += ["## Speed", "", "| model | batch | engine img/s | plain loop img/s | ratio | target | feature extraction img/s |",
