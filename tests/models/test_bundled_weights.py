@@ -21,7 +21,7 @@ def package_state():
 
 def test_loads_package_weights_offline(no_network, package_state, tmp_path):
     b = create_model("efficientnet_lite0_imagenet")
-    assert b.metadata["pretrained"] == EFFICIENTNET_LITE0_DESCRIPTION
+    assert b.metadata["initial_weights"] == EFFICIENTNET_LITE0_DESCRIPTION
     assert torch.equal(b.model.conv_stem.weight, package_state["_conv_stem.weight"])
     # flat block 7 = stage 3, block 2 (stage depths 1, 2, 2, 3, 3, 4, 1)
     assert torch.equal(b.model.blocks[3][2].conv_pwl.weight, package_state["_blocks.7._project_conv.weight"])
@@ -30,7 +30,7 @@ def test_loads_package_weights_offline(no_network, package_state, tmp_path):
     assert not torch.equal(random.model.conv_stem.weight, b.model.conv_stem.weight)
     # the description survives a save/load
     folder = save_pretrained(b, tmp_path / "m")
-    assert from_pretrained(folder).metadata["pretrained"] == EFFICIENTNET_LITE0_DESCRIPTION
+    assert from_pretrained(folder).metadata["initial_weights"] == EFFICIENTNET_LITE0_DESCRIPTION
 
 
 def test_grey_input_sums_the_stem(package_state):

@@ -123,5 +123,5 @@ def test_bad_pretrained_values():
 
 def test_default_pretrained_is_random_except_bundled():
     assert get_model_config("resnet18")["default_pretrained"] is None
-    assert create_model("resnet18", img_size=32).metadata["pretrained"] == "none (random init)"
+    assert create_model("resnet18", img_size=32).metadata["initial_weights"] == "random init"
     assert get_model_config("efficientnet_lite0_imagenet")["default_pretrained"] == "imagenet"

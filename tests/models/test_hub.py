@@ -69,7 +69,7 @@ def test_metadata_contents(tmp_path):
     meta = json.loads((folder / "metadata.json").read_text())
     assert meta["medvlp_version"] == "0.1.0" and meta["created"]
     assert meta["metrics"] == {"auroc": 0.9} and meta["parts used"] == ["backbone"]
-    assert meta["pretrained"] == "none (random init)"
+    assert meta["initial_weights"] == "random init"
     pre = json.loads((folder / "preprocess.json").read_text())
     assert pre == {"img_size": 28, "in_chans": 1, "mean": [0.5], "std": [0.5]}
 

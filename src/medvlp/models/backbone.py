@@ -21,7 +21,7 @@ class Backbone(nn.Module):
 
     ``config`` is the data needed to rebuild the exact architecture (registry name, timm name and
     kwargs); ``preprocess`` says how to prepare inputs (img_size, in_chans, mean, std);
-    ``metadata`` records where the weights came from (e.g. ``{"pretrained": "..."}``) and is
+    ``metadata`` records where the weights came from (e.g. ``{"initial_weights": "..."}``) and is
     written to ``metadata.json`` by ``save_pretrained``.
     """
 

@@ -315,7 +315,7 @@ def create_model(name: str, pretrained: bool | str | Path | None = None, *,
                          drop_path_rate=drop_path_rate, **timm_overrides)
     if pretrained is False:
         return Backbone(build_timm_model(cfg, pretrained=False), cfg, make_preprocess(cfg),
-                        {"pretrained": "none (random init)"})
+                        {"initial_weights": "random init"})
     if pretrained is True:
         raise ConfigError("pretrained=True is ambiguous: pass 'imagenet', 'timm', 'hf-hub:org/name' "
                           "or a local folder")
@@ -328,10 +328,10 @@ def create_model(name: str, pretrained: bool | str | Path | None = None, *,
             skeleton = build_timm_model(cfg, pretrained=False)
         state_dict, described = loader(skeleton)
         model = build_with_weights(cfg, state_dict, cfg["bundled_weights"])
-        return Backbone(model, cfg, make_preprocess(cfg), {"pretrained": described})
+        return Backbone(model, cfg, make_preprocess(cfg), {"initial_weights": described})
     hub_id = str(pretrained)[len("hf-hub:"):] if str(pretrained).startswith("hf-hub:") else None
     model, described = _create_from_hub(cfg, hub_id)
-    return Backbone(model, cfg, make_preprocess(cfg), {"pretrained": described})
+    return Backbone(model, cfg, make_preprocess(cfg), {"initial_weights": described})
 
 
 def _create_from_folder(name: str, folder: Path, *, in_chans: int | None, img_size: int | None,
