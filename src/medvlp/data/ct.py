@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from medvlp.data.imageset import ImageSet
-from medvlp.data.io import CT_WINDOWS, load_npz, named_window, read_nifti
+from medvlp.data.io import CT_WINDOWS, load_npz, named_window, read_csv_columns, read_nifti
 from medvlp.data.root import find_file
 from medvlp.data.splits import group_split
 from medvlp.errors import DataError
@@ -36,13 +36,7 @@ def load_tcga_luad(root: str | Path | None = None, window: str | None = "lung",
     npz_path = find_file("ct_tcga_luad/tcga_luad_ct_100_256.npz", root)
     csv_path = find_file("ct_tcga_luad/tcga_luad_ct_100_metadata.csv", root)
     d = load_npz(npz_path, ["hu", "dicom_name", "contrast"])
-    try:
-        meta = pd.read_csv(csv_path)
-    except Exception as e:
-        raise DataError(csv_path, f"cannot read CSV ({e})", f"columns {_META_COLUMNS}") from e
-    missing = [c for c in _META_COLUMNS if c not in meta.columns]
-    if missing:
-        raise DataError(csv_path, f"missing column(s) {missing}", f"columns {_META_COLUMNS}")
+    meta = read_csv_columns(csv_path, _META_COLUMNS)
     if len(meta) != len(d["hu"]) or not np.array_equal(meta["dicom_name"].to_numpy(str),
                                                        d["dicom_name"].astype(str)):
         raise DataError(csv_path, "rows do not match the slices of " + str(npz_path),
