@@ -255,7 +255,8 @@ def measure_quality(spec: dict[str, Any], *, data_root: str | None, work_dir: Pa
                                                  warmup_steps=10, seed=s, progress=False),
                            out_dir=work_dir / f"scratch_{t.name}_{s}")
             rows.append({"task": t.name, "method": "supervised from scratch (fine-tuned)", "protocol": "finetune",
-                         "seed": s, "metrics": res.get("test", res)})
+                         "seed": s, "metrics": res["metrics"],
+                         "finetune": {k: v for k, v in res.items() if k != "metrics"}})
         lap(f"{t.name} from scratch")
         rows.append(_raw_pixel_row(t, seeds[0]))
         lap(f"{t.name} raw pixels")
