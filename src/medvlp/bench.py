@@ -264,26 +264,20 @@ def measure_quality(spec: dict[str, Any], *, data_root: str | None, work_dir: Pa
 
 
 def _raw_pixel_row(t, seed: int) -> dict[str, Any]:
-    from medvlp.eval.probe import logistic_probe
+    from medvlp.eval.probe import raw_pixel_probe
 
-    def part(name):
-        # At 28 px (MedMNIST's size, as in ANCHORS.md's floor) so larger images stay tractable.
-        import torch
-
-        v = t.split_view(name)
-        x = torch.from_numpy(np.ascontiguousarray(v.images)).float()
-        x = x / 255.0 if v.images.dtype == np.uint8 else x
-        x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
-        if x.shape[-1] != 28 or x.shape[-2] != 28:
-            x = torch.nn.functional.interpolate(x, size=(28, 28), mode="bilinear", antialias=True)
-        return x.reshape(len(v), -1).numpy(), v.labels
-
-    res = logistic_probe(part("train"), part("val"), part("test"), t.task, Cs=(0.01,), seed=seed)
-    return {"task": t.name, "method": "raw pixels (28 px), logistic regression", "protocol": "logreg", "metrics": res.metrics}
+    res = raw_pixel_probe(t, seed=seed)
+    return {"task": t.name, "method": "raw pixels (28 px), logistic regression", "protocol": "logreg",
+            "metrics": res.metrics}
 
 
 # --------------------------------------------------------------------------------------------
 # markdown
+
+
+def _md_table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
+        "| " + " | ".join(str(c) for c in row) + " |" for row in rows]
 
 
 def to_markdown(result: dict[str, Any]) -> str:
@@ -293,16 +287,16 @@ def to_markdown(result: dict[str, Any]) -> str:
              f"GPU: {m.get('gpu', 'none')}. Took {result.get('seconds')} s.", ""]
     st = result.get("structuring")
     if st:
-        lines += ["## Report structuring (rules labeler)", "", "| reports | cold reports/s | cached reports/s | cache hits | speed-up |",
-                  "|---|---|---|---|---|",
-                  f"| {st['reports']} | {st['cold_reports_per_s']:.0f} | {st['cached_reports_per_s']:.0f} "
-                  f"| {st['cache_hits']} | {st['cached_speedup']}x |", ""]
+        lines += ["## Report structuring (rules labeler)", ""] + _md_table(
+            ["reports", "cold reports/s", "cached reports/s", "cache hits", "speed-up"],
+            [[st["reports"], f"{st['cold_reports_per_s']:.0f}", f"{st['cached_reports_per_s']:.0f}",
+              st["cache_hits"], f"{st['cached_speedup']}x"]]) + [""]
     sp = result.get("speed")
     if sp:
-        lines += ["## Speed", "", "| model | batch | engine img/s | plain loop img/s | ratio | target | feature extraction img/s |",
-                  "|---|---|---|---|---|---|---|",
-                  f"| {sp['model']} | {sp['batch_size']} | {sp['engine_images_per_s']} | {sp['plain_loop_images_per_s']} "
-                  f"| {sp['engine_over_plain']} | >= {sp['target_ratio']} | {sp['feature_extraction_images_per_s']} |", ""]
+        lines += ["## Speed", ""] + _md_table(
+            ["model", "batch", "engine img/s", "plain loop img/s", "ratio", "target", "feature extraction img/s"],
+            [[sp["model"], sp["batch_size"], sp["engine_images_per_s"], sp["plain_loop_images_per_s"],
+              sp["engine_over_plain"], f">= {sp['target_ratio']}", sp["feature_extraction_images_per_s"]]]) + [""]
     q = result.get("quality")
     if q:
         lines += ["## Quality (test split)", "", "| task | method | protocol | macro-AUC | 95% CI | accuracy |",

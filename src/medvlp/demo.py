@@ -31,7 +31,6 @@ def run_demo(out_dir: str | Path = "runs/demo", *, data_root: str | None = None,
     from medvlp.data import data_root as find_root
     from medvlp.data import load_dataset
     from medvlp.eval.anchors import anchor_rows
-    from medvlp.eval.probe import logistic_probe
     from medvlp.eval.protocol import evaluate_backbone
     from medvlp.eval.report import TableSection, TextSection, write_html_report
     from medvlp.export import export_folder
@@ -80,7 +79,7 @@ def run_demo(out_dir: str | Path = "runs/demo", *, data_root: str | None = None,
             p = ds["protocols"]["logreg"]
             rows.append(_row(ds_name, label, p["per_seed"][0]["metrics"], p["ci95"][str(seed)]))
     for ds in tasks:
-        rows.append(_row(ds.name, "raw pixels, logistic regression", *_raw_pixel_probe(ds, seed, logistic_probe)))
+        rows.append(_row(ds.name, "raw pixels, logistic regression", *_raw_pixel_probe(ds, seed)))
 
     # 3. Table beside published numbers.
     table_rows, printed = [], []
@@ -138,16 +137,12 @@ def run_demo(out_dir: str | Path = "runs/demo", *, data_root: str | None = None,
     return results
 
 
-def _raw_pixel_probe(ds, seed: int, logistic_probe):
-    """The floor every pretrained backbone must clear: logistic regression on standardised pixels."""
-    def split(name):
-        part = ds.split_view(name)
-        return part.images.reshape(len(part), -1).astype(np.float32) / 255.0, part.labels
-
-    res = logistic_probe(split("train"), split("val"), split("test"), ds.task, Cs=(0.01,), seed=seed)
+def _raw_pixel_probe(ds, seed: int):
     from medvlp.eval.metrics import bootstrap_ci
+    from medvlp.eval.probe import raw_pixel_probe
 
-    lo, hi = bootstrap_ci(split("test")[1], res.test_scores, ds.task, metric="macro_auc", seed=seed)
+    res = raw_pixel_probe(ds, seed=seed)
+    lo, hi = bootstrap_ci(ds.split_view("test").labels, res.test_scores, ds.task, metric="macro_auc", seed=seed)
     return res.metrics, {"metric": "macro_auc", "lo": lo, "hi": hi}
 
 

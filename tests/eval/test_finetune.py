@@ -2,21 +2,17 @@ import json
 
 import numpy as np
 import pytest
-import timm
 import torch
 
 from medvlp.eval.finetune import finetune
-from medvlp.models.backbone import Backbone
+from medvlp.models import Backbone, create_model
 from medvlp.train.engine import TrainConfig
 
 
 def _tiny_vit() -> Backbone:
     torch.manual_seed(0)
     # Narrower than the usual test ViT: fine-tuning runs backward passes, keep it fast on 2 cores.
-    model = timm.create_model("vit_tiny_patch16_224", img_size=28, patch_size=7, in_chans=1,
-                              num_classes=0, depth=1, embed_dim=48, num_heads=3)
-    return Backbone(model, {"kind": "vit", "name": "t"},
-                    {"img_size": 28, "in_chans": 1, "mean": [0.5], "std": [0.5]})
+    return create_model("vit_tiny_p4_28", patch_size=7, depth=1, embed_dim=48, num_heads=3)
 
 
 def test_finetune_label_fraction_selects_best_val_epoch(pneumonia, tmp_path):

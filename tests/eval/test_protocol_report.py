@@ -2,7 +2,6 @@ import json
 
 import numpy as np
 import pytest
-import timm
 import torch
 
 from medvlp.data.transforms import Preprocess
@@ -10,16 +9,13 @@ from medvlp.eval.anchors import anchor_rows
 from medvlp.eval.features import extract_features, features_for_splits
 from medvlp.eval.protocol import evaluate_backbone, split_hash
 from medvlp.eval.report import TableSection, TextSection, write_html_report
-from medvlp.models.backbone import Backbone
+from medvlp.models import Backbone, create_model
 
 
 @pytest.fixture(scope="module")
 def tiny_vit() -> Backbone:
     torch.manual_seed(0)
-    model = timm.create_model("vit_tiny_patch16_224", img_size=28, patch_size=4, in_chans=1,
-                              num_classes=0, depth=2)
-    return Backbone(model, {"kind": "vit", "name": "t"},
-                    {"img_size": 28, "in_chans": 1, "mean": [0.5], "std": [0.5]})
+    return create_model("vit_tiny_p4_28", depth=2)
 
 
 def _small(ds, n_per_split=(200, 50, 50), seed=0):

@@ -1,21 +1,17 @@
 from __future__ import annotations
 
 import pytest
-import timm
 import torch
 import torch.nn.functional as F
 
 from medvlp.losses import masked_bce_with_logits
 from medvlp.methods import SupervisedMethod
-from medvlp.models.backbone import Backbone
+from medvlp.models import Backbone, create_model
 
 
 def _backbone() -> Backbone:
     torch.manual_seed(0)
-    vit = timm.create_model("vit_tiny_patch16_224", img_size=28, patch_size=4, in_chans=1,
-                            num_classes=0, depth=2)
-    return Backbone(vit, {"kind": "vit", "name": "t"},
-                    {"img_size": 28, "in_chans": 1, "mean": [0.5], "std": [0.5]})
+    return create_model("vit_tiny_p4_28", depth=2)
 
 
 @pytest.fixture

@@ -16,13 +16,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import timm
 import torch
 from torch.utils.data import Dataset
 
 import medvlp
 from medvlp.methods import SupervisedMethod
-from medvlp.models.backbone import Backbone
+from medvlp.models import create_model
 from medvlp.train import TrainConfig, fit
 
 NPZ = Path(medvlp.__file__).parent / "data" / "bundled" / "pneumoniamnist.npz"
@@ -54,10 +53,7 @@ class PneumoniaSubset(Dataset):
 
 def build_method(seed: int = 0, dropout: float = 0.0) -> SupervisedMethod:
     torch.manual_seed(seed)  # identical initial weights in every process
-    vit = timm.create_model("vit_tiny_patch16_224", img_size=28, patch_size=4, in_chans=1,
-                            num_classes=0, depth=2, drop_rate=dropout, proj_drop_rate=dropout)
-    backbone = Backbone(vit, {"kind": "vit", "name": "t"},
-                        {"img_size": 28, "in_chans": 1, "mean": [0.5], "std": [0.5]})
+    backbone = create_model("vit_tiny_p4_28", depth=2, drop_rate=dropout, proj_drop_rate=dropout)
     return SupervisedMethod(backbone, num_outputs=1, task="binary")
 
 

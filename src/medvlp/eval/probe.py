@@ -209,6 +209,29 @@ def logistic_probe(train: SplitData, val: SplitData, test: SplitData, task: str,
         notes=[f"class {c} has a single label value in train: constant score" for c in constant])
 
 
+def raw_pixel_probe(imageset, *, size: int = 28, C: float = 0.01, seed: int = 0) -> ProbeResult:
+    """The floor a pretrained backbone must clear: ``logistic_probe`` on standardised raw pixels.
+
+    Images are resized (antialiased) to ``size`` px, MedMNIST's size and that of the ANCHORS.md
+    floor, so large images stay tractable; channels are kept. C is fixed (0.01, as in ANCHORS.md).
+    """
+    import torch.nn.functional as F
+
+    def part(name: str) -> SplitData:
+        view = imageset.split_view(name)
+        x = torch.from_numpy(np.ascontiguousarray(view.images)).float()
+        x = x / 255.0 if view.images.dtype == np.uint8 else x
+        x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
+        if x.shape[-2:] != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+        return x.reshape(len(view), -1).numpy(), view.labels
+
+    result = logistic_probe(part("train"), part("val"), part("test"), imageset.task, Cs=(C,), seed=seed,
+                            label_names=imageset.label_names)
+    result.protocol = f"logreg on raw pixels ({size} px)"
+    return result
+
+
 # ----------------------------------------------------------------------------- torch probe
 
 def _probe_loss(logits: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
