@@ -103,7 +103,7 @@ def export(model: Path = typer.Argument(..., help="Model folder to export."),
 
 
 @app.command()
-def bench(suite: str = typer.Option("quick", help="quick or full."),
+def bench(suite: str = typer.Option("quick", help="Suite name (medvlp.bench.list_suites())."),
           out: Path = typer.Option(Path("benchmarks/results"), help="Where results JSON and table go."),
           only: Optional[str] = typer.Option(None, help="Comma-separated parts: quality, speed."),
           data_root: Optional[str] = DataRoot) -> None:

@@ -9,6 +9,7 @@ from torch import nn
 
 from medvlp.losses.masked_bce import masked_bce_with_logits
 from medvlp.methods.base import Method
+from medvlp.methods.registry import BuildContext, MethodBuild
 from medvlp.models.backbone import Backbone
 
 Task = Literal["binary", "multiclass", "multilabel"]
@@ -66,6 +67,15 @@ class SupervisedMethod(Method):
             loss = F.cross_entropy(logits, labels)
             pred = logits.argmax(dim=1)
         return {"loss": loss, "acc": (pred == labels).float().mean()}
+
+
+def build(ctx: BuildContext) -> MethodBuild:
+    """``--method supervised``: a linear head on the pretraining set's own labels."""
+    from medvlp.data.torch_dataset import TorchImageDataset
+
+    ds = ctx.train_set
+    return MethodBuild(SupervisedMethod(ctx.backbone, ds.num_outputs, ds.task, **ctx.options),
+                       TorchImageDataset(ds, ctx.transform))
 
 
 def _as_class_index(labels: torch.Tensor, batch_size: int) -> torch.Tensor:

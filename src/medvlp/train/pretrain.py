@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from medvlp.config import StrictConfig, save_config
+from medvlp.methods.registry import BuildContext, get_method_builder
 from medvlp.train.engine import TrainConfig, TrainResult, fit
 
 log = logging.getLogger(__name__)
@@ -58,21 +59,11 @@ class PretrainConfig(StrictConfig):
     out_dir: str = "runs/pretrain"
 
 
-def build_method(cfg: MethodConfig, backbone, imageset):
-    """The method named in the config, around ``backbone``, for the data in ``imageset``."""
-    if cfg.name == "supervised":
-        from medvlp.methods.supervised import SupervisedMethod
-
-        return SupervisedMethod(backbone, imageset.num_outputs, imageset.task, **cfg.options)
-    raise ValueError(f"unknown method {cfg.name!r}; available: supervised")
-
-
 def run_pretrain(cfg: PretrainConfig, *, resume: bool = False, on_log=None) -> tuple[Path, TrainResult]:
     """Train and save. Returns (model folder, training result)."""
     import numpy as np
 
     from medvlp.data import load_dataset
-    from medvlp.data.torch_dataset import TorchImageDataset
     from medvlp.data.transforms import Preprocess, TrainAugment
     from medvlp.models import create_model, save_pretrained
 
@@ -100,8 +91,11 @@ def run_pretrain(cfg: PretrainConfig, *, resume: bool = False, on_log=None) -> t
                                  hflip=cfg.augment.hflip, rotate_deg=cfg.augment.rotate_deg)
     else:
         transform = Preprocess.from_dict(pp)
-    method = build_method(cfg.method, backbone, train_set)
-    result = fit(method, TorchImageDataset(train_set, transform), cfg.train, out, resume=resume, on_log=on_log)
+    built = get_method_builder(cfg.method.name)(BuildContext(
+        backbone=backbone, train_set=train_set, transform=transform, options=dict(cfg.method.options),
+        seed=cfg.train.seed, data_root=cfg.data.root, out_dir=out))
+    method = built.method
+    result = fit(method, built.dataset, cfg.train, out, resume=resume, collate_fn=built.collate_fn, on_log=on_log)
 
     model_dir = out / "model"
     metadata = {
@@ -109,9 +103,13 @@ def run_pretrain(cfg: PretrainConfig, *, resume: bool = False, on_log=None) -> t
         "pretrain_data": {"dataset": data.name, "split": cfg.data.split, "n_images": len(train_set),
                           "source": data.source},
         "train": {"steps": result.steps, "epochs": result.epochs, "final": result.final},
-        "parts_used": {"image_backbone": f"{cfg.model.name} ({cfg.model.pretrained or 'random init'})"},
+        "parts_used": {"image_backbone": f"{cfg.model.name} ({cfg.model.pretrained or 'random init'})",
+                       **built.parts_used},
+        **built.metadata,
     }
     save_pretrained(method.backbone, model_dir, metadata=metadata)
+    if built.save_extra is not None:
+        built.save_extra(model_dir)
     (out / "train_result.json").write_text(json.dumps({"steps": result.steps, "epochs": result.epochs,
                                                        "final": result.final}, indent=2))
     return model_dir, result

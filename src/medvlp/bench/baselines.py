@@ -1,4 +1,4 @@
-"""``medvlp bench``: named suites that measure every method in one harness.
+"""Baseline suites (``quick``, ``full``, ``structuring``): the rows every method is compared with.
 
 Two parts:
 - **quality**: for each downstream task, the same splits and the same probe for every backbone
@@ -12,7 +12,6 @@ Results go to ``<out>/<suite>.json`` (with machine, seeds and config) and ``<out
 """
 from __future__ import annotations
 
-import json
 import logging
 import statistics
 import time
@@ -21,13 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from medvlp.errors import DataError
+from medvlp.bench.common import PROBE_TASKS, load_tasks, md_table, probe_rows, quality_markdown
 
 log = logging.getLogger(__name__)
 
 SUITES: dict[str, dict[str, Any]] = {
     "quick": {
-        "tasks": ["pneumoniamnist", "breastmnist", "nih1000", "ham10000", "tcga_luad_contrast"],
+        "tasks": PROBE_TASKS,
         "dataset_kwargs": {"ham10000": {"limit": 2000}},
         "model": "vit_tiny_p4_28",
         "pretrain_epochs": 15,
@@ -37,7 +36,7 @@ SUITES: dict[str, dict[str, Any]] = {
         "speed": {"model": "vit_tiny_p4_28", "batch_size": 64, "steps": 40, "repeats": 3},
     },
     "full": {
-        "tasks": ["pneumoniamnist", "breastmnist", "nih1000", "ham10000", "tcga_luad_contrast"],
+        "tasks": PROBE_TASKS,
         "dataset_kwargs": {},
         "model": "vit_tiny_p4_28",
         "pretrain_epochs": 60,
@@ -52,19 +51,9 @@ SUITES: dict[str, dict[str, Any]] = {
 }
 
 
-def run_suite(suite: str, out_dir: str | Path, *, data_root: str | None = None,
-              parts: list[str] | None = None) -> list[Path]:
-    from medvlp.utils import machine_info
-
-    if suite not in SUITES:
-        raise ValueError(f"unknown suite {suite!r}; available: {', '.join(SUITES)}")
-    spec = SUITES[suite]
-    parts = parts or spec.get("parts", ["quality", "speed"])
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-    result: dict[str, Any] = {"suite": suite, "config": spec, "machine": machine_info(),
-                              "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+def run(spec: dict[str, Any], out: Path, data_root: str | None) -> dict[str, Any]:
+    parts = spec.get("parts", ["quality", "speed"])
+    result: dict[str, Any] = {}
     if "structuring" in parts:
         from medvlp.knowledge.structure import benchmark_structuring
 
@@ -72,13 +61,8 @@ def run_suite(suite: str, out_dir: str | Path, *, data_root: str | None = None,
     if "speed" in parts:
         result["speed"] = measure_speed(**spec["speed"])
     if "quality" in parts:
-        result["quality"] = measure_quality(spec, data_root=data_root, work_dir=out / f".{suite}_work")
-    result["seconds"] = round(time.time() - t0, 1)
-    json_path = out / f"{suite}.json"
-    json_path.write_text(json.dumps(result, indent=2, default=_json_default))
-    md_path = out / f"{suite}.md"
-    md_path.write_text(to_markdown(result))
-    return [json_path, md_path]
+        result["quality"] = measure_quality(spec, data_root=data_root, work_dir=out / f".{spec['name']}_work")
+    return result
 
 
 # --------------------------------------------------------------------------------------------
@@ -176,44 +160,22 @@ def measure_speed(model: str, batch_size: int, steps: int, repeats: int, seed: i
 # quality
 
 
-def _load_tasks(spec, data_root):
-    from medvlp.data import load_dataset
-
-    tasks, skipped = [], {}
-    for name in spec["tasks"]:
-        try:
-            tasks.append(load_dataset(name, root=data_root, **spec["dataset_kwargs"].get(name, {})))
-        except (DataError, FileNotFoundError) as e:
-            skipped[name] = f"not available here: {e}"
-            log.warning("bench: skipping %s (%s)", name, e)
-    return tasks, skipped
-
-
 def measure_quality(spec: dict[str, Any], *, data_root: str | None, work_dir: Path) -> dict[str, Any]:
     from medvlp.eval.finetune import finetune
-    from medvlp.eval.protocol import evaluate_backbone
     from medvlp.models import create_model, from_pretrained
     from medvlp.train.engine import TrainConfig
     from medvlp.train.pretrain import DataConfig, ModelConfig, PretrainConfig, run_pretrain
     from medvlp.utils import seed_everything
 
-    tasks, skipped = _load_tasks(spec, data_root)
+    tasks, skipped = load_tasks(spec["tasks"], data_root, spec["dataset_kwargs"])
     seeds = tuple(spec["seeds"])
     protocols = tuple(spec["protocols"])
     rows: list[dict[str, Any]] = []
 
-    def probe_rows(label: str, backbone, pretrain_task: str | None, pretrained_note: str):
-        usable = [t for t in tasks if t.name != pretrain_task]
-        if pretrain_task:
-            for t in tasks:
-                if t.name == pretrain_task:
-                    rows.append({"task": t.name, "method": label, "protocol": "-", "excluded":
-                                 "pretraining used this task's labels"})
-        rep = evaluate_backbone(backbone, usable, protocols=protocols, seeds=seeds).to_json()
-        for name, ds in rep["datasets"].items():
-            for proto, p in ds["protocols"].items():
-                rows.append({"task": name, "method": label, "protocol": proto, "init": pretrained_note,
-                             "summary": p["summary"], "ci95": p["ci95"], "split_hash": ds.get("split_hash")})
+    def add_probe_rows(label: str, backbone, pretrain_task: str | None, init: str):
+        excluded = {pretrain_task: "pretraining used this task's labels"} if pretrain_task else {}
+        rows.extend(probe_rows(label, backbone, tasks, protocols=protocols, seeds=seeds, excluded=excluded,
+                               init=init))
 
     timings: dict[str, float] = {}
     t_stage = time.time()
@@ -226,7 +188,7 @@ def measure_quality(spec: dict[str, Any], *, data_root: str | None, work_dir: Pa
 
     lap("load tasks")
     seed_everything(seeds[0])
-    probe_rows("random init (frozen)", create_model(spec["model"]), None, "random")
+    add_probe_rows("random init (frozen)", create_model(spec["model"]), None, "random")
 
     cfg = PretrainConfig(data=DataConfig(dataset="nih1000", root=data_root), model=ModelConfig(name=spec["model"]),
                          train=TrainConfig(epochs=spec["pretrain_epochs"], batch_size=64, lr=1e-3, warmup_steps=20,
@@ -235,11 +197,11 @@ def measure_quality(spec: dict[str, Any], *, data_root: str | None, work_dir: Pa
     lap("random init probes")
     model_dir, _ = run_pretrain(cfg)
     lap("supervised NIH pretraining")
-    probe_rows("supervised on NIH-1000 (frozen)", from_pretrained(model_dir), "nih1000", "medvlp supervised")
+    add_probe_rows("supervised on NIH-1000 (frozen)", from_pretrained(model_dir), "nih1000", "medvlp supervised")
     lap("supervised NIH probes")
 
     try:
-        probe_rows("ImageNet EfficientNet-Lite0 (frozen)", create_model("efficientnet_lite0_imagenet",
+        add_probe_rows("ImageNet EfficientNet-Lite0 (frozen)", create_model("efficientnet_lite0_imagenet",
                                                                        pretrained="imagenet"), None, "ImageNet")
     except Exception as e:  # the weights package is an optional extra
         rows.append({"task": "*", "method": "ImageNet EfficientNet-Lite0 (frozen)", "excluded": f"unavailable: {e}"})
@@ -275,56 +237,21 @@ def _raw_pixel_row(t, seed: int) -> dict[str, Any]:
 # markdown
 
 
-def _md_table(header: list[str], rows: list[list[Any]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
-        "| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-
-
-def to_markdown(result: dict[str, Any]) -> str:
-    m = result["machine"]
-    lines = [f"# medvlp bench: {result['suite']}", "",
-             f"Machine: {m.get('processor')} ({m.get('cpu_count')} cores), torch {m.get('torch')}, "
-             f"GPU: {m.get('gpu', 'none')}. Took {result.get('seconds')} s.", ""]
+def markdown(result: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
     st = result.get("structuring")
     if st:
-        lines += ["## Report structuring (rules labeler)", ""] + _md_table(
+        lines += ["## Report structuring (rules labeler)", ""] + md_table(
             ["reports", "cold reports/s", "cached reports/s", "cache hits", "speed-up"],
             [[st["reports"], f"{st['cold_reports_per_s']:.0f}", f"{st['cached_reports_per_s']:.0f}",
               st["cache_hits"], f"{st['cached_speedup']}x"]]) + [""]
     sp = result.get("speed")
     if sp:
-        lines += ["## Speed", ""] + _md_table(
+        lines += ["## Speed", ""] + md_table(
             ["model", "batch", "engine img/s", "plain loop img/s", "ratio", "target", "feature extraction img/s"],
             [[sp["model"], sp["batch_size"], sp["engine_images_per_s"], sp["plain_loop_images_per_s"],
               sp["engine_over_plain"], f">= {sp['target_ratio']}", sp["feature_extraction_images_per_s"]]]) + [""]
     q = result.get("quality")
     if q:
-        lines += ["## Quality (test split)", "", "| task | method | protocol | macro-AUC | 95% CI | accuracy |",
-                  "|---|---|---|---|---|---|"]
-        for r in q["rows"]:
-            if "excluded" in r:
-                lines.append(f"| {r['task']} | {r['method']} | - | excluded: {r['excluded']} | | |")
-                continue
-            if "summary" in r:
-                auc = r["summary"].get("macro_auc", {})
-                acc = r["summary"].get("accuracy", {})
-                ci_rec = next(iter((r.get("ci95") or {}).values()), {})
-                ci = (ci_rec["lo"], ci_rec["hi"]) if ci_rec.get("metric") == "macro_auc" else None
-                auc_s = f"{auc.get('mean', float('nan')):.3f} ± {auc.get('std', 0):.3f}"
-                acc_s = f"{acc.get('mean', float('nan')):.3f}"
-            else:
-                met = r["metrics"]
-                auc_s, acc_s, ci = f"{met.get('macro_auc', float('nan')):.3f}", f"{met.get('accuracy', float('nan')):.3f}", None
-            ci_s = f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else ""
-            lines.append(f"| {r['task']} | {r['method']} | {r.get('protocol', '')} | {auc_s} | {ci_s} | {acc_s} |")
-        for name, why in q.get("skipped", {}).items():
-            lines.append(f"\nSkipped {name}: {why}")
-    return "\n".join(lines) + "\n"
-
-
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer, np.bool_)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
+        lines += ["## Quality (test split)", ""] + quality_markdown(q["rows"], q.get("skipped"))
+    return lines
