@@ -53,6 +53,7 @@ MethodBuilder = Callable[[BuildContext], MethodBuild]
 _BUILTIN: dict[str, str] = {
     "supervised": "medvlp.methods.supervised",
     "vivid": "medvlp.methods.vivid",
+    "ums_classifier": "medvlp.methods.ums_classifier",
     "mflag": "medvlp.methods.mflag",
     "lvmmed": "medvlp.methods.lvmmed",
     "simclr": "medvlp.methods.simclr",
