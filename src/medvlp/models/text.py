@@ -72,6 +72,8 @@ class TextEncoder(nn.Module):
         """``input_ids`` and ``attention_mask`` ``(B, L)`` on the encoder's device, right-padded."""
         if isinstance(texts, str):
             texts = [texts]
+        if len(texts) == 0:
+            raise ValueError("no texts given to the text encoder: expected a non-empty list of strings")
         for i, t in enumerate(texts):
             if not isinstance(t, str) or not t.strip():
                 raise ValueError(f"text #{i} is empty: every text given to the encoder needs words")
