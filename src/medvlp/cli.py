@@ -60,6 +60,38 @@ def pretrain(config: Optional[Path] = typer.Option(None, "--config", "-c", help=
     typer.echo(json.dumps({"model": str(model_dir), "steps": result.steps, "final": result.final}, indent=2))
 
 
+@app.command()
+def adapt(config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config."),
+          set_: list[str] = typer.Option([], "--set", help="Override: key=value (dotted keys)."),
+          method: Optional[str] = typer.Option(None, help="vip (default), vip_cop, vip_cop_max, vip_mep, "
+                                                          "coop, zeroshot_names, zeroshot_symptoms."),
+          encoder: Optional[str] = typer.Option(None, help="Dual encoder: medvlp:<folder>, "
+                                                           "open_clip:<name[@tag]|folder>, hf-clip:<name|folder>."),
+          symptoms: Optional[str] = typer.Option(None, help="Symptom JSON (medvlp symptoms ...) or a curated set name."),
+          dataset: Optional[str] = typer.Option(None, help="Dataset name, CSV manifest or image folder."),
+          shots: Optional[str] = typer.Option(None, help="Labelled images per class, or 'full'."),
+          out: Optional[Path] = typer.Option(None, help="Output folder."),
+          data_root: Optional[str] = DataRoot) -> None:
+    """Few-shot prompt learning (ViP, CoOp) or zero-shot on a frozen dual encoder; writes
+    metrics.json, prompts.safetensors and report.html (symptoms with their learned merge weights)."""
+    from medvlp.config import load_config
+    from medvlp.train.adapt import AdaptConfig, run_adapt
+
+    overrides = list(set_)
+    for key, value in (("method", method), ("encoder", encoder), ("symptoms", symptoms),
+                       ("data.dataset", dataset), ("data.shots", shots), ("out_dir", out)):
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    if data_root:
+        overrides.append(f"data.root={_set_data_root(data_root)}")
+    cfg = load_config(AdaptConfig, config, overrides)
+    result = run_adapt(cfg)
+    m = result["metrics"]
+    typer.echo(json.dumps({"method": result["label"], "dataset": result["dataset"], "shots": result["shots"],
+                           "accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "out": cfg.out_dir,
+                           "parts_used": result["parts_used"]}, indent=2))
+
+
 @app.command("eval")
 def eval_(model: str = typer.Argument(..., help="Model folder, or a registry name (random init)."),
           datasets: str = typer.Option("pneumoniamnist,breastmnist", help="Comma-separated dataset names."),
