@@ -61,7 +61,48 @@ class TextSection:
     text: str
 
 
-Section = Union[TableSection, RocSection, EmbeddingSection, TextSection]
+@dataclass
+class ImageGridSection:
+    """Images in a grid, each optionally overlaid with a heat map (e.g. SPD attention) stretched
+    over the whole image; ``images`` (H, W) or (H, W, 3), ``overlays`` (h, w) any size."""
+
+    title: str
+    images: list[np.ndarray]
+    overlays: list[np.ndarray | None] | None = None
+    captions: list[str] | None = None
+    ncols: int = 4
+
+
+Section = Union[TableSection, RocSection, EmbeddingSection, TextSection, ImageGridSection]
+
+
+def _render_image_grid(section: ImageGridSection) -> str:
+    n = len(section.images)
+    if n == 0:
+        return "<p class='note'>no images</p>"
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = max(1, min(section.ncols, n))
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.3 * rows), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k >= n:
+            continue
+        img = np.asarray(section.images[k])
+        h, w = img.shape[:2]
+        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, extent=(0, w, h, 0))
+        ov = section.overlays[k] if section.overlays else None
+        if ov is not None:
+            ax.imshow(np.asarray(ov, dtype=float), cmap="jet", alpha=0.45, extent=(0, w, h, 0),
+                      interpolation="nearest")
+        if section.captions and k < len(section.captions):
+            ax.set_title(section.captions[k], fontsize=7)
+    fig.tight_layout()
+    return _figure_to_img(fig)
 
 
 def _figure_to_img(fig: Any) -> str:
@@ -160,6 +201,8 @@ def _render(section: Section) -> str:
         body = _render_roc(section)
     elif isinstance(section, EmbeddingSection):
         body = _render_embedding(section)
+    elif isinstance(section, ImageGridSection):
+        body = _render_image_grid(section)
     elif isinstance(section, TextSection):
         body = "".join(f"<p>{html.escape(p)}</p>" for p in section.text.split("\n\n"))
     else:
