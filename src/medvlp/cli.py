@@ -98,8 +98,26 @@ def eval_(model: str = typer.Argument(..., help="Model folder, or a registry nam
           protocols: str = typer.Option("logreg", help="Comma-separated: logreg, torch_linear, knn."),
           seeds: str = typer.Option("0", help="Comma-separated seeds."),
           out: Path = typer.Option(Path("runs/eval"), help="Output folder."),
+          task: str = typer.Option("classify", "--task",
+                                   help="classify (frozen-feature probes), vqa or report (a ct3d model folder)."),
+          volume: Optional[Path] = typer.Option(None, help="vqa/report: NIfTI file, DICOM file or DICOM folder; "
+                                                           "omitted: score the derived CT VQA test split."),
+          question: Optional[str] = typer.Option(None, help="vqa with --volume: the question."),
+          limit: Optional[int] = typer.Option(None, help="vqa/report without --volume: items per task and source."),
           data_root: Optional[str] = DataRoot) -> None:
-    """Evaluate a backbone's frozen features with standard protocols; writes results.json + report.html."""
+    """Evaluate a model: frozen-feature probes (classify), or CT VQA / report generation (ct3d models);
+    writes results.json (+ report.html for classify)."""
+    if task in ("vqa", "report"):
+        from medvlp.eval.vqa import run_ct_eval
+
+        res = run_ct_eval(model, task, volume, question, _set_data_root(data_root), limit=limit)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(res, indent=2, default=str))
+        typer.echo(res["answer"] if "answer" in res else json.dumps(res["results"], indent=1, default=str)[:4000])
+        typer.echo(f"results: {out / 'results.json'}")
+        return
+    if task != "classify":
+        raise typer.BadParameter(f"--task {task!r}: expected classify, vqa or report")
     from medvlp.data import load_dataset
     from medvlp.eval.protocol import evaluate_backbone
     from medvlp.eval.report import write_html_report
