@@ -152,6 +152,31 @@ def export(model: Path = typer.Argument(..., help="Model folder to export."),
     typer.echo(json.dumps(info, indent=2, default=str))
 
 
+lm_app = typer.Typer(no_args_is_help=True, help="The offline report LM (VIVID-Med's frozen teacher).")
+app.add_typer(lm_app, name="lm")
+
+
+@lm_app.command("train")
+def lm_train(out: Path = typer.Option(..., "--out", help="Output folder (the package ships src/medvlp/models/reportlm)."),
+             set_: list[str] = typer.Option([], "--set", help="ReportLMConfig override key=value, e.g. time_budget_s=1800."),
+             data_root: Optional[str] = DataRoot) -> None:
+    """Train the offline report LM on IU X-ray report text + UMS JSON (<= ~15 min on 2 idle CPU cores)."""
+    from medvlp.config import parse_override
+    from medvlp.train.reportlm import run_lm_train
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    options = {}
+    for item in set_:
+        keys, value = parse_override(item)
+        options[".".join(keys)] = value
+    meta = run_lm_train(out, root=_set_data_root(data_root), **options)
+    keys = ("params", "size_bytes", "steps", "stopped_by", "train_time_s", "final_train_loss", "final_val_loss")
+    summary = {k: meta[k] for k in keys}
+    summary["greedy_json"] = {k: meta["greedy_json"][k] for k in ("n", "json_valid_rate", "schema_valid_rate", "by_kind")
+                              if k in meta["greedy_json"]}
+    typer.echo(json.dumps(summary, indent=2))
+
+
 @app.command()
 def bench(suite: str = typer.Option("quick", help="Suite name (medvlp.bench.list_suites())."),
           out: Path = typer.Option(Path("benchmarks/results"), help="Where results JSON and table go."),

@@ -44,8 +44,15 @@ def test_mask_weights_land_exactly_on_null_state_values(lm, keep):
         if not masked[j] and start is not None:
             chars.append(tok.decode(ex["input_ids"][start:j].tolist()).strip())
             start = None
-    expected = "null" if keep else '"state": null'
-    assert chars == [expected, expected]
+    if keep:
+        assert chars == ["null", "null"]
+    else:
+        # The whole span is masked; a BPE token may merge its first quote with the preceding "{",
+        # so the read-back may carry that punctuation too — but nothing else.
+        assert len(chars) == 2
+        for c in chars:
+            assert '"state": null' in c
+            assert set(c.replace('"state": null', "")) <= set('{ ,')
     nulls = [k for k, v in rec.findings.items() if v.state is None]
     assert len(nulls) == 2
     # and the non-null states keep weight 1
