@@ -28,7 +28,7 @@ def _set_data_root(data_root: Optional[str]) -> Optional[str]:
 
 @app.command()
 def demo(out: Path = typer.Option(Path("runs/demo"), help="Output folder."),
-         epochs: int = typer.Option(30, help="Pretraining epochs."),
+         epochs: int = typer.Option(3, help="VIVID-Med pretraining epochs."),
          seed: int = typer.Option(0),
          data_root: Optional[str] = DataRoot) -> None:
     """Pretrain, probe, compare with published numbers, export and report — offline, in minutes."""
@@ -94,12 +94,19 @@ def adapt(config: Optional[Path] = typer.Option(None, "--config", "-c", help="YA
 
 @app.command("eval")
 def eval_(model: str = typer.Argument(..., help="Model folder, or a registry name (random init)."),
-          datasets: str = typer.Option("pneumoniamnist,breastmnist", help="Comma-separated dataset names."),
+          datasets: Optional[str] = typer.Option(None, help="Comma-separated dataset names (default: "
+                                                 "pneumoniamnist,breastmnist; segmentation: cxr_lung_seg,busi)."),
           protocols: str = typer.Option("logreg", help="Comma-separated: logreg, torch_linear, knn."),
           seeds: str = typer.Option("0", help="Comma-separated seeds."),
           out: Path = typer.Option(Path("runs/eval"), help="Output folder."),
           task: str = typer.Option("classify", "--task",
-                                   help="classify (frozen-feature probes), vqa or report (a ct3d model folder)."),
+                                   help="classify (frozen-feature probes), segmentation (U-Net transfer), "
+                                        "vqa or report (a ct3d model folder)."),
+          fractions: str = typer.Option("0.01,0.1,1.0", help="segmentation: label fractions of the train split."),
+          img_size: Optional[int] = typer.Option(None, help="segmentation: input size (default: the encoder's)."),
+          epochs: int = typer.Option(20, help="segmentation: decoder training epochs."),
+          finetune_encoder: bool = typer.Option(False, "--finetune-encoder",
+                                                help="segmentation: train the encoder too (default: frozen)."),
           volume: Optional[Path] = typer.Option(None, help="vqa/report: NIfTI file, DICOM file or DICOM folder; "
                                                            "omitted: score the derived CT VQA test split."),
           question: Optional[str] = typer.Option(None, help="vqa with --volume: the question."),
@@ -116,8 +123,13 @@ def eval_(model: str = typer.Argument(..., help="Model folder, or a registry nam
         typer.echo(res["answer"] if "answer" in res else json.dumps(res["results"], indent=1, default=str)[:4000])
         typer.echo(f"results: {out / 'results.json'}")
         return
+    if task == "segmentation":
+        _set_data_root(data_root)
+        return _eval_segmentation(model, datasets or "cxr_lung_seg,busi", fractions, seeds, img_size, epochs,
+                                  finetune_encoder, out, data_root)
     if task != "classify":
-        raise typer.BadParameter(f"--task {task!r}: expected classify, vqa or report")
+        raise typer.BadParameter(f"--task {task!r}: expected classify, segmentation, vqa or report")
+    datasets = datasets or "pneumoniamnist,breastmnist"
     from medvlp.data import load_dataset
     from medvlp.eval.protocol import evaluate_backbone
     from medvlp.eval.report import write_html_report
@@ -138,6 +150,24 @@ def eval_(model: str = typer.Argument(..., help="Model folder, or a registry nam
             typer.echo(f"{name:22s} {proto:8s} macro-AUC {auc.get('mean', float('nan')):.4f} "
                        f"± {auc.get('std', 0.0):.4f} (n_seeds={auc.get('n', 0)})")
     typer.echo(f"results: {out / 'results.json'}  report: {out / 'report.html'}")
+
+
+def _eval_segmentation(model, datasets, fractions, seeds, img_size, epochs, finetune_encoder, out, data_root):
+    from medvlp.bench.common import json_default
+    from medvlp.eval.segmentation import run_segmentation_eval
+
+    out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for name in [n.strip() for n in datasets.split(",") if n.strip()]:
+        res = run_segmentation_eval(model, name, tuple(float(f) for f in fractions.split(",")),
+                                    seeds=tuple(int(s) for s in seeds.split(",")), img_size=img_size,
+                                    epochs=epochs, freeze_encoder=not finetune_encoder, data_root=data_root)
+        results[name] = res
+        for f, s in res["summary"].items():
+            typer.echo(f"{name:16s} {float(f) * 100:5g} % labels  Dice {s['dice_mean']:.4f} ± {s['dice_std']:.4f}  "
+                       f"IoU {s['iou_mean']:.4f} (n_seeds={s['n_seeds']})")
+    (out / "segmentation.json").write_text(json.dumps(results, indent=2, default=json_default))
+    typer.echo(f"results: {out / 'segmentation.json'}")
 
 
 @app.command()

@@ -11,6 +11,7 @@ from medvlp.data.imageset import ImageSet
 from medvlp.data.manifest import load_image_folder, load_manifest
 from medvlp.data.medmnist import load_medmnist
 from medvlp.data.nih import load_nih1000
+from medvlp.data.segmentation import load_busi, load_cxr_lung_seg, load_ham10000_seg, load_totalseg_slices
 
 _DATASETS: dict[str, tuple[Callable[..., ImageSet], str]] = {
     "pneumoniamnist": (partial(load_medmnist, "pneumoniamnist"),
@@ -24,7 +25,21 @@ _DATASETS: dict[str, tuple[Callable[..., ImageSet], str]] = {
     "nih1000": (load_nih1000, "NIH ChestX-ray14, 1,000 images 64x64, 14 labels (bundled)"),
     "ham10000": (load_ham10000, "HAM10000 dermoscopy 200x150 RGB, 7 classes, lesion-wise split"),
     "tcga_luad_contrast": (load_tcga_luad, "TCGA-LUAD 100 chest CT slices, contrast vs none"),
+    "cxr_lung_seg": (load_cxr_lung_seg, "Montgomery+Shenzhen CXR 224 px with lung masks (704), split stratified "
+                                        "by source x TB"),
+    "busi": (load_busi, "BUSI breast ultrasound 128 px with lesion masks (647), CMUNeXt split 1"),
+    "ham10000_seg": (load_ham10000_seg, "HAM10000 with lesion masks, lesion-wise split (limit=2000 default)"),
+    "totalseg_slices": (load_totalseg_slices, "TotalSegmentator CT slab: 28 axial slices, liver/spleen/kidney/"
+                                              "stomach (smoke scale, one patient)"),
+    "collection": (lambda root=None, **kw: _collection(root, **kw),
+                   "unlabeled multi-modality collection (train splits of X-ray/US/dermoscopy/CT sets, 64 px)"),
 }
+
+
+def _collection(root=None, **kw: Any) -> ImageSet:
+    from medvlp.data.collection import load_collection  # lazy: it imports torch
+
+    return load_collection(root, **kw)
 
 
 def list_datasets() -> list[str]:
