@@ -2,8 +2,10 @@
 export it, and report — offline, on the data bundled in the package, in minutes on a laptop CPU.
 
 What it does, in order:
-1. supervised pretraining of a ViT-Tiny (patch 4, 28 px) on the NIH ChestX-ray14 1,000-image set
-   (14 findings, multi-label; its official train split only);
+1. VIVID-Med pretraining of a ViT-Tiny (patch 4, 28 px) on the NIH ChestX-ray14 1,000-image set
+   (its train split only): the 14 labels are compiled into UMS JSON and the frozen offline report LM
+   (medvlp-reportlm, shipped with the package) teaches the ViT through SPD query groups; the LM is
+   then dropped and only the ViT is kept;
 2. frozen-feature linear probes (logistic regression, C chosen on val) on PneumoniaMNIST and
    BreastMNIST, official splits — tasks whose labels pretraining never saw — beside a random-init
    backbone of the same architecture and a logistic regression on raw pixels;
@@ -24,7 +26,10 @@ import numpy as np
 DEMO_TASKS = ("pneumoniamnist", "breastmnist")
 
 
-def run_demo(out_dir: str | Path = "runs/demo", *, data_root: str | None = None, epochs: int = 30,
+DEMO_EPOCHS = 3
+
+
+def run_demo(out_dir: str | Path = "runs/demo", *, data_root: str | None = None, epochs: int = DEMO_EPOCHS,
              seed: int = 0, console=None) -> dict[str, Any]:
     from rich.console import Console
 
@@ -36,7 +41,7 @@ def run_demo(out_dir: str | Path = "runs/demo", *, data_root: str | None = None,
     from medvlp.export import export_folder
     from medvlp.models import create_model, from_pretrained
     from medvlp.train.engine import TrainConfig
-    from medvlp.train.pretrain import DataConfig, ModelConfig, PretrainConfig, run_pretrain
+    from medvlp.train.pretrain import DataConfig, MethodConfig, ModelConfig, PretrainConfig, run_pretrain
     from medvlp.utils import machine_info, seed_everything
 
     console = console or Console()
@@ -46,22 +51,23 @@ def run_demo(out_dir: str | Path = "runs/demo", *, data_root: str | None = None,
     root = find_root(data_root)
     console.rule("[bold]medvlp demo")
     console.print(f"data: {'data root ' + str(root) if root else 'sets bundled in the package'} (real, offline)")
-    console.print("parts: image backbone vit_tiny_p4_28, random init, pretrained here; no language model "
-                  "in this demo (supervised baseline); no network used")
 
-    # 1. Pretrain.
+    # 1. Pretrain. The offline report LM stands in for the paper's Qwen2.5-1.5B (see parts_used).
     cfg = PretrainConfig(
         data=DataConfig(dataset="nih1000", root=data_root),
         model=ModelConfig(name="vit_tiny_p4_28"),
-        train=TrainConfig(epochs=epochs, batch_size=64, lr=1e-3, weight_decay=0.05, warmup_steps=20,
+        method=MethodConfig(name="vivid"),
+        train=TrainConfig(epochs=epochs, batch_size=32, lr=5e-4, warmup_steps=10,
                           seed=seed, ckpt_every=100, log_every=10),
         out_dir=str(out / "pretrain"),
     )
-    console.print(f"\n[bold]1/4 pretraining[/] supervised on NIH ChestX-ray14 (1,000 images, 14 labels), "
-                  f"{epochs} epochs -> {cfg.out_dir}")
+    console.print(f"\n[bold]1/4 pretraining[/] VIVID-Med on NIH ChestX-ray14 (1,000 images; 14 labels as UMS "
+                  f"JSON), {epochs} epochs -> {cfg.out_dir}")
     model_dir, result = run_pretrain(cfg)
+    parts = json.loads((model_dir / "metadata.json").read_text()).get("parts_used", {})
+    console.print("    parts: " + "; ".join(f"{k}: {v}" for k, v in parts.items()) + "; no network used")
     console.print(f"    done: {result.steps} steps, final loss {result.final.get('loss', float('nan')):.4f} "
-                  f"[{time.time() - t0:.0f} s]")
+                  f"(token CE {result.final.get('tok', float('nan')):.4f}) [{time.time() - t0:.0f} s]")
 
     # 2. Probe.
     console.print("\n[bold]2/4 linear probes[/] on frozen features, official test splits")
@@ -70,7 +76,7 @@ def run_demo(out_dir: str | Path = "runs/demo", *, data_root: str | None = None,
     seed_everything(seed)
     random_init = create_model("vit_tiny_p4_28")
     reports = {
-        "supervised-NIH (this run)": evaluate_backbone(pretrained, tasks, protocols=("logreg",), seeds=(seed,)),
+        "VIVID-Med on NIH (this run)": evaluate_backbone(pretrained, tasks, protocols=("logreg",), seeds=(seed,)),
         "random init, frozen": evaluate_backbone(random_init, tasks, protocols=("logreg",), seeds=(seed,)),
     }
     rows: list[dict[str, Any]] = []
@@ -106,7 +112,8 @@ def run_demo(out_dir: str | Path = "runs/demo", *, data_root: str | None = None,
     console.print("\n[bold]4/4 report[/]")
     results = {
         "rows": table_rows,
-        "pretrain": {"steps": result.steps, "final": result.final, "config": cfg.model_dump(mode="json")},
+        "pretrain": {"steps": result.steps, "final": result.final, "config": cfg.model_dump(mode="json"),
+                     "parts_used": parts},
         "evaluations": {k: v.to_json() for k, v in reports.items()},
         "machine": machine_info(),
         "seconds": round(time.time() - t0, 1),
@@ -114,7 +121,8 @@ def run_demo(out_dir: str | Path = "runs/demo", *, data_root: str | None = None,
     (out / "results.json").write_text(json.dumps(results, indent=2, default=_json_default))
     sections: list[Any] = [
         TextSection("What ran",
-                    "Supervised pretraining of vit_tiny_p4_28 on NIH ChestX-ray14 (1,000 real images), then "
+                    "VIVID-Med pretraining of vit_tiny_p4_28 on NIH ChestX-ray14 (1,000 real images; labels compiled "
+                    "into UMS JSON, frozen offline report LM as teacher, LM discarded after training), then "
                     "logistic-regression probes on frozen features for PneumoniaMNIST and BreastMNIST (official "
                     "splits). Published rows are from MedMNIST v2 and MedMNIST+ (ANCHORS.md): most train whole "
                     "networks on the task, so they are context, not a like-for-like comparison with a frozen probe."),
@@ -125,6 +133,7 @@ def run_demo(out_dir: str | Path = "runs/demo", *, data_root: str | None = None,
     ]
     for label, rep in reports.items():
         sections += [replace(sec, title=f"{label}: {sec.title}") for sec in rep.report_sections()]
+    sections.append(_spd_attention(model_dir, pretrained, data_root))
     report_path = write_html_report(out / "report.html", title="medvlp demo", sections=sections)
 
     console.rule("[bold]where everything went")
@@ -135,6 +144,18 @@ def run_demo(out_dir: str | Path = "runs/demo", *, data_root: str | None = None,
     console.print(f"training log     : {Path(cfg.out_dir) / 'metrics.jsonl'}")
     console.print(f"total time       : {results['seconds']:.0f} s")
     return results
+
+
+def _spd_attention(model_dir: Path, backbone, data_root):
+    """Where each SPD query group of the trained ViT looks, on NIH-1000 test images (diagnostics)."""
+    from medvlp.data import load_dataset
+    from medvlp.data.transforms import Preprocess
+    from medvlp.eval.attention_maps import attention_section
+    from medvlp.methods.vivid import load_vivid_prefix_model
+
+    images = load_dataset("nih1000", root=data_root).split_view("test")
+    return attention_section(load_vivid_prefix_model(model_dir), images, Preprocess.from_dict(backbone.preprocess),
+                             n=4, title="SPD attention maps (NIH-1000 test images; H = attention entropy)")
 
 
 def _raw_pixel_probe(ds, seed: int):

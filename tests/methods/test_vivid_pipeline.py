@@ -45,6 +45,14 @@ def test_pretrain_save_timm_onnx_and_diagnostics(tmp_path):
                               bb.pooled(x), atol=1e-6)
     rec = export_onnx(bb, tmp_path / "m.onnx")
     assert rec["passed"] and rec["max_abs_diff"] < 1e-4
+    # the saved SPD/projector reloads without the LM and reproduces the attention of the saved backbone
+    from medvlp.methods.vivid import load_vivid_prefix_model
+
+    pm = load_vivid_prefix_model(model_dir)
+    with torch.no_grad():
+        prefix, attn = pm.prefix(x)
+    assert attn is not None and attn.shape[:2] == (2, 4)
+    assert torch.allclose(attn.sum(-1), torch.ones_like(attn.sum(-1)), atol=1e-5)
 
 
 def test_diagnostics_on_a_tiny_method(tmp_path):
@@ -54,8 +62,8 @@ def test_diagnostics_on_a_tiny_method(tmp_path):
     from medvlp.data.transforms import Preprocess
     from medvlp.eval.report import write_html_report
     from medvlp.methods.vivid import VIVIDMethod, VIVIDOptions
-    from medvlp.methods.vivid_diagnostics import (attention_diagnostics, attention_section,
-                                                  generation_diagnostics, parse_generated_json)
+    from medvlp.eval.attention_maps import attention_section
+    from medvlp.methods.vivid_diagnostics import attention_diagnostics, generation_diagnostics, parse_generated_json
     from medvlp.models import create_model
     from medvlp.models.causal_lm import tiny_causal_lm
 

@@ -36,6 +36,10 @@ SUITES: dict[str, dict[str, Any]] = {
     "vivid": {"tasks": PROBE_TASKS, "dataset_kwargs": {"ham10000": {"limit": 2000}},
               "model": "vit_tiny_p4_28", "epochs": 6, "batch_size": 32, "lr": 5e-4, "seeds": [0],
               "arms": list(_ARMS), "teacher": None},
+    # The whole ablation chain at the quick schedule, on every probe task (~35 min on 2 cores).
+    "vivid_ablation": {"tasks": PROBE_TASKS, "dataset_kwargs": {"ham10000": {"limit": 2000}},
+                       "model": "vit_tiny_p4_28", "epochs": 2, "batch_size": 32, "lr": 5e-4, "seeds": [0],
+                       "arms": list(_ARMS), "teacher": None},
     # <= 12 min on 2 cores: three arms, the three chest/breast tasks.
     "vivid_quick": {"tasks": ["pneumoniamnist", "breastmnist", "nih1000"], "dataset_kwargs": {},
                     "model": "vit_tiny_p4_28", "epochs": 2, "batch_size": 32, "lr": 5e-4, "seeds": [0],

@@ -84,13 +84,9 @@ class VIVIDMethod(Method):
         self.lm = lm
         self.freeze(self.lm)
 
-    def vit_tokens(self, images: torch.Tensor) -> torch.Tensor:
-        feats = self.backbone.forward_features(images)
-        return feats.flatten(2).transpose(1, 2) if feats.ndim == 4 else feats
-
     def prefix(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Visual prefix in LM space ``(B, P, H)`` and SPD attention ``(B, G, M, N)`` or None."""
-        return self.visual(self.vit_tokens(images))
+        return visual_prefix(self.backbone, self.visual, images)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         for key in ("image", "input_ids", "attention_mask", "labels", "weights"):
@@ -136,6 +132,42 @@ class VIVIDMethod(Method):
                 "options": self.opts.model_dump(), "teacher": getattr(self.lm, "source", "?"),
                 **(extra or {})}
         (Path(folder) / PREFIX_CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def visual_prefix(backbone: nn.Module, visual: nn.Module, images: torch.Tensor):
+    """All ViT tokens (a CNN's map flattened) through the SPD/projector: ``(prefix, attn or None)``."""
+    feats = backbone.forward_features(images)
+    tokens = feats.flatten(2).transpose(1, 2) if feats.ndim == 4 else feats
+    return visual(tokens)
+
+
+class VIVIDPrefixModel(nn.Module):
+    """A trained VIVID backbone with its SPD/projector and no LM: what diagnostics need."""
+
+    def __init__(self, backbone: nn.Module, visual: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.visual = visual
+
+    def prefix(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return visual_prefix(self.backbone, self.visual, images)
+
+
+def load_vivid_prefix_model(folder: str | Path) -> VIVIDPrefixModel:
+    """Backbone + SPD/projector from a ``medvlp pretrain --method vivid`` model folder (eval mode)."""
+    from safetensors.torch import load_file
+
+    from medvlp.errors import DataError
+    from medvlp.models import from_pretrained
+    from medvlp.models.visual_prefix import VisualPrefix
+
+    folder = Path(folder)
+    cfg_path = folder / PREFIX_CONFIG
+    if not cfg_path.is_file():
+        raise DataError(cfg_path, "missing", "a VIVID model folder (written by medvlp pretrain --method vivid)")
+    visual = VisualPrefix(**json.loads(cfg_path.read_text())["visual_prefix"])
+    visual.load_state_dict(load_file(str(folder / PREFIX_FILE)))
+    return VIVIDPrefixModel(from_pretrained(folder), visual).eval()
 
 
 def load_teacher(opts: VIVIDOptions):

@@ -6,7 +6,7 @@
 - :func:`attention_diagnostics`: SPD attention entropy per group (near 0 = a group collapsed onto
   one token, the degenerate orthogonality of 1.9.6), pairwise orthogonality, and per-group maps
   over the patch grid.
-- :func:`attention_section`: those maps drawn over the images, for the HTML report.
+- the maps drawn over the images for the HTML report: :func:`medvlp.eval.attention_maps.attention_section`.
 """
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import json
 import math
 from typing import Any
 
-import numpy as np
 import torch
 
 from medvlp.losses.attention_orthogonality import attention_entropy, attention_orthogonality
@@ -32,7 +31,7 @@ def parse_generated_json(text: str) -> dict | None:
     return obj if isinstance(obj, dict) else None
 
 
-def _images(imageset, transform, n: int) -> torch.Tensor:
+def sample_images(imageset, transform, n: int) -> torch.Tensor:
     return torch.stack([transform(imageset.images[i]) for i in range(min(n, len(imageset)))])
 
 
@@ -44,7 +43,7 @@ def generation_diagnostics(method, imageset, transform, *, n: int = 32, batch_si
     prompt = prompt or DEFAULT_PROMPT
     was = method.training
     method.eval()
-    images = _images(imageset, transform, n)
+    images = sample_images(imageset, transform, n)
     texts: list[str] = []
     for s in range(0, len(images), batch_size):
         prefix, _ = method.prefix(images[s:s + batch_size])
@@ -75,21 +74,3 @@ def attention_diagnostics(method, images: torch.Tensor) -> dict[str, Any]:
     return {"spd": True, "entropy_per_group": attention_entropy(attn).tolist(),
             "uniform_entropy": math.log(attn.shape[-1]), "orthogonality": float(attention_orthogonality(attn)),
             "maps": None if grid is None else grid.cpu().numpy()}
-
-
-def attention_section(method, imageset, transform, *, n: int = 4, title: str = "SPD attention maps"):
-    """An ``ImageGridSection``: each image, then one overlay per SPD group."""
-    from medvlp.eval.report import ImageGridSection, TextSection
-
-    images = _images(imageset, transform, n)
-    diag = attention_diagnostics(method, images)
-    if not diag.get("spd") or diag["maps"] is None:
-        return TextSection(title, "no SPD attention maps (no-SPD variant or non-square patch grid)")
-    pics, overlays, captions = [], [], []
-    for i in range(len(images)):
-        raw = np.asarray(imageset.images[i])
-        for g in range(diag["maps"].shape[1]):
-            pics.append(raw)
-            overlays.append(diag["maps"][i, g])
-            captions.append(f"image {i}, group {g} (H={diag['entropy_per_group'][g]:.2f})")
-    return ImageGridSection(title, pics, overlays, captions, ncols=diag["maps"].shape[1])
