@@ -167,7 +167,8 @@ def test_ct_volume(shared_data):
 
 def test_registry(tmp_path):
     assert list_datasets() == ["pneumoniamnist", "breastmnist", "adrenalmnist3d",
-                               "adrenalmnist3d_64", "nih1000", "ham10000", "tcga_luad_contrast"]
+                               "adrenalmnist3d_64", "nih1000", "ham10000", "tcga_luad_contrast",
+                               "cxr_lung_seg", "busi", "ham10000_seg", "totalseg_slices", "collection"]
     assert len(load_dataset("breastmnist", root=tmp_path)) == 780
     with pytest.raises(ValueError, match="unknown dataset 'chexpert'.*nih1000"):
         load_dataset("chexpert")

@@ -1,14 +1,11 @@
 """VIVID-Med mechanics: masking, padding, gradient flow through a frozen LM, saving, export."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
 
 from medvlp.data.imageset import ImageSet
-from medvlp.knowledge.compilers import compile_nih, compile_pneumoniamnist
 from medvlp.knowledge.ums import build_record, render_target
 from medvlp.methods.vivid import VIVIDMethod, VIVIDOptions
 from medvlp.methods.vivid_targets import (VIVIDDataset, collate, encode_example, null_value_spans,

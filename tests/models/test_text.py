@@ -32,7 +32,8 @@ def test_offline_minilm_loads_without_network(no_network):
     assert e.shape == (2, 384) and torch.isfinite(e).all()
     # different texts, different embeddings; the same text twice, the same embedding
     assert not torch.allclose(e[0], e[1])
-    assert torch.equal(enc.encode(["No pleural effusion."])[0], e[0])
+    # (alone vs. padded beside a longer text: equal up to float rounding of the padded attention)
+    assert torch.allclose(enc.encode(["No pleural effusion."])[0], e[0], atol=1e-5)
 
 
 def test_any_hf_encoder_config_builds_runs_and_loads_from_a_folder(tokenizer, tmp_path):

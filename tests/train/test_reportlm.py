@@ -35,26 +35,6 @@ TINY = dict(vocab_size=320, hidden_size=32, num_layers=1, num_heads=2, intermedi
             max_new_tokens=8, time_budget_s=None, bf16_autocast=False)
 
 
-@pytest.fixture
-def no_network(monkeypatch):
-    import socket
-
-    def refuse(*args, **kwargs):
-        raise OSError("network access attempted in a test that must be offline")
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_tokenizer_is_json_aware_and_lossless():
     c = _corpus()
     tok = train_tokenizer(c.train["text"] + c.train["json"] + ['{"pleural_effusion": {"state": null}}'] * 40, 500)

@@ -286,15 +286,9 @@ def totalseg_slabs(lengths: tuple[int, ...] = (6, 8, 10), test_from: int = 20, n
 def load_totalseg(root: str | Path | None = None, shape: tuple[int, int, int] = (16, 28, 28),
                   window: str = "abdomen", seed: int = 0, offset: int = 0):
     """Slabs of ``example_ct_sm`` with items from ``example_seg``: (volumes, ids, split, items)."""
-    from medvlp.data.root import find_file
+    from medvlp.data.segmentation import read_totalseg_pair
 
-    ct_path = find_file("ct_volumes_totalsegmentator/example_ct_sm.nii.gz", root)
-    seg_path = find_file("ct_volumes_totalsegmentator/example_seg.nii.gz", root)
-    ct, aff = read_nifti(ct_path)
-    seg, saff = read_nifti(seg_path)
-    if ct.shape != seg.shape or not np.allclose(aff, saff, atol=1e-3):
-        raise DataError(seg_path, f"label map {seg.shape} not aligned with {ct_path.name} {ct.shape}",
-                        "same shape and affine as example_ct_sm")
+    ct, aff, seg, _, _, _ = read_totalseg_pair(root)
     ct_s, ras_aff = to_ras_slices(ct, aff)
     seg_s, _ = to_ras_slices(np.rint(seg).astype(np.int16), aff)
     # column c of the radiological slice is RAS voxel x = nx - 1 - c; its world x in mm:

@@ -142,8 +142,9 @@ def load_ham10000_seg(root: str | Path | None = None, limit: int | None = 2000,
     return data
 
 
-def load_totalseg_slices(root: str | Path | None = None, window: str = "abdomen") -> ImageSet:
-    """Axial slices (float32 in [0, 1], ``window``) of ``example_ct_sm`` with 4 organ classes."""
+def read_totalseg_pair(root: str | Path | None = None):
+    """``example_ct_sm`` (HU) and its aligned ``example_seg`` label map:
+    ``(ct, ct_affine, seg, seg_affine, ct_path, seg_path)``; a misaligned pair is a DataError."""
     ct_path = find_file("ct_volumes_totalsegmentator/example_ct_sm.nii.gz", root)
     seg_path = find_file("ct_volumes_totalsegmentator/example_seg.nii.gz", root)
     ct, ct_aff = read_nifti(ct_path)
@@ -151,6 +152,12 @@ def load_totalseg_slices(root: str | Path | None = None, window: str = "abdomen"
     if ct.shape != seg.shape or not np.allclose(ct_aff, seg_aff, atol=1e-3):
         raise DataError(seg_path, f"label map {seg.shape} is not aligned with {ct_path} {ct.shape}",
                         "the same shape and affine as the CT")
+    return ct, ct_aff, seg, seg_aff, ct_path, seg_path
+
+
+def load_totalseg_slices(root: str | Path | None = None, window: str = "abdomen") -> ImageSet:
+    """Axial slices (float32 in [0, 1], ``window``) of ``example_ct_sm`` with 4 organ classes."""
+    ct, ct_aff, seg, seg_aff, ct_path, seg_path = read_totalseg_pair(root)
     if ct.shape[2] != 30:
         raise DataError(ct_path, f"{ct.shape[2]} axial slices", "the 30-slice TotalSegmentator slab")
     ct, seg = _to_display(ct, ct_aff, ct_path), _to_display(seg, seg_aff, seg_path)
