@@ -123,3 +123,22 @@ def test_save_load_roundtrip_and_generation(tmp_path):
         lp = m.answer_logprob(b["volume"][:1], prompts[:1], [first[0]])
         assert lp.shape == (1,)
         assert m.answer_logprob(b["volume"][:1], prompts[:1], [alt]) != lp
+
+
+def test_cli_eval_vqa_on_a_real_nifti_volume(tmp_path, shared_data):
+    """`medvlp eval MODEL --task vqa --volume CT.nii.gz --question ...` end to end on real CT."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from medvlp.cli import app
+
+    save_model(_method(), tmp_path / "model")
+    volume = shared_data / "ct_volumes_totalsegmentator" / "example_ct_sm.nii.gz"
+    res = CliRunner().invoke(app, ["eval", str(tmp_path / "model"), "--task", "vqa", "--volume", str(volume),
+                                   "--question", "Which organs are visible?", "--out", str(tmp_path / "ev")])
+    assert res.exit_code == 0, res.output
+    out = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert out["task"] == "vqa" and out["question"] == "Which organs are visible?"
+    assert isinstance(out["answer"], str) and len(out["volume_shape"]) == 3
+    assert "reconstructed" in out["note"]
