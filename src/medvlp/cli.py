@@ -28,7 +28,7 @@ def _set_data_root(data_root: Optional[str]) -> Optional[str]:
 
 @app.command()
 def demo(out: Path = typer.Option(Path("runs/demo"), help="Output folder."),
-         epochs: int = typer.Option(3, help="VIVID-Med pretraining epochs."),
+         epochs: int = typer.Option(10, help="VIVID-Med pretraining epochs."),
          seed: int = typer.Option(0),
          data_root: Optional[str] = DataRoot) -> None:
     """Pretrain, probe, compare with published numbers, export and report — offline, in minutes."""

@@ -26,7 +26,7 @@ import numpy as np
 DEMO_TASKS = ("pneumoniamnist", "breastmnist")
 
 
-DEMO_EPOCHS = 3
+DEMO_EPOCHS = 10
 
 
 def run_demo(out_dir: str | Path = "runs/demo", *, data_root: str | None = None, epochs: int = DEMO_EPOCHS,
