@@ -7,7 +7,7 @@ splits, label fractions (1 / 10 / 100 % of the train masks) and seeds, with the 
 All compared encoders are one architecture: **EfficientNet-Lite0** (timm ``tf_efficientnet_lite0``,
 a CNN with strides 2..32), because it is the only model with ImageNet weights available offline.
 Random init and every pretraining run start from the same architecture with random weights
-(registered here as ``efficientnet_lite0_scratch``: the ImageNet config with no default weights).
+(registry name ``efficientnet_lite0``: the ImageNet config with no default weights).
 The ImageNet weights were trained at 224 px; at the quick suite's 64 px the deepest map is 2x2 and
 the features sit far from their design scale, which the markdown says beside the numbers.
 
@@ -29,7 +29,7 @@ from medvlp.bench.common import md_table
 
 log = logging.getLogger(__name__)
 
-FAMILY = "efficientnet_lite0_scratch"
+FAMILY = "efficientnet_lite0"
 IMAGENET = "efficientnet_lite0_imagenet"
 METHODS = {"mflag": "M-FLAG", "lvmmed": "LVM-Med", "vivid": "VIVID"}
 
@@ -48,19 +48,6 @@ SUITES: dict[str, dict[str, Any]] = {
         "pretrain_steps": 1000, "pretrain_batch_size": 64, "methods": list(METHODS), "method_options": {},
     },
 }
-
-
-def ensure_family() -> str:
-    """Register the random-default EfficientNet-Lite0 config (same architecture as the ImageNet one)."""
-    from medvlp.models.registry import get_model_config, list_models, register_model
-
-    if FAMILY not in list_models():
-        cfg = get_model_config(IMAGENET)
-        cfg.update(name=FAMILY, default_pretrained=None, bundled_weights=None, pretrained_tag=None,
-                   notes="EfficientNet-Lite0 (tf_efficientnet_lite0) with random init by default; "
-                         "the architecture of efficientnet_lite0_imagenet.")
-        register_model(cfg)
-    return FAMILY
 
 
 def _pretrain(method: str, spec: dict[str, Any], data_root, work: Path):
@@ -121,7 +108,6 @@ def run(spec: dict[str, Any], out: Path, data_root: str | None) -> dict[str, Any
     from medvlp.errors import DataError
     from medvlp.eval.segmentation import prepare_arrays, segmentation_transfer
 
-    ensure_family()
     work = out / f".{spec.get('name', 'segmentation')}_work"
     datasets, skipped_data = {}, {}
     for name, kw in spec["datasets"].items():
